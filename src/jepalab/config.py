@@ -1,0 +1,165 @@
+"""The configuration schema: one dataclass per Hydra config group.
+
+Hydra validates every YAML file and command-line override against these dataclasses, so a
+misspelt key fails at start-up with a message naming it (``Key 'lrr' not in 'OptimConfig'``).
+Defaults here are the I-JEPA paper's; the YAML files under ``configs/`` cite their sources.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class EncoderConfig:
+    """A registered encoder (``jepalab.models.list_encoders()``) and overrides of its shape."""
+
+    name: str = "vit_tiny_patch16"
+    img_size: int = 224
+    in_chans: int = 3
+    patch_size: int | None = None  # None: the registered model's
+    embed_dim: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
+    drop_path_rate: float = 0.0
+    attn_backend: str = "auto"
+    grad_checkpointing: bool = False
+
+
+@dataclass
+class PredictorConfig:
+    """The masked-latent predictor (I-JEPA: width 384, depth 12 for ViT-H, 6 for smaller)."""
+
+    name: str = "masked_vit_predictor"
+    embed_dim: int = 384
+    depth: int = 12
+    num_heads: int | None = None  # None: the encoder's number of heads, as in I-JEPA
+    drop_path_rate: float = 0.0
+
+
+@dataclass
+class MaskConfig:
+    """Multi-block masks (I-JEPA ``configs/in1k_vith14_ep300.yaml``)."""
+
+    name: str = "multiblock"
+    context_scale: list[float] = field(default_factory=lambda: [0.85, 1.0])
+    target_scale: list[float] = field(default_factory=lambda: [0.15, 0.2])
+    aspect_ratio: list[float] = field(default_factory=lambda: [0.75, 1.5])
+    num_targets: int = 4
+    min_keep: int = 10
+    allow_overlap: bool = False
+    trim_to_batch_min: bool = False  # reference parity only: drops tokens
+    reference_quirks: bool = False  # reference parity only: its sampler's biases
+
+
+@dataclass
+class ProbeDataConfig:
+    """Labelled splits for the linear probe; entries override ``data.params``."""
+
+    train: dict[str, Any] = field(default_factory=dict)
+    test: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """A registered dataset (``jepalab.data.list_datasets()``) and its loader."""
+
+    name: str = "digits_canvas"
+    params: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 128
+    num_workers: int = 0
+    probe: ProbeDataConfig | None = None
+
+
+@dataclass
+class MethodConfig:
+    """The training objective."""
+
+    name: str = "ijepa"
+    loss: str = "smooth_l1"
+    ema: list[float] = field(default_factory=lambda: [0.996, 1.0])  # I-JEPA momentum schedule
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with warmup + cosine LR and cosine WD (I-JEPA ViT-H/14 recipe)."""
+
+    lr: float = 1.0e-3
+    start_lr: float = 2.0e-4
+    final_lr: float = 1.0e-6
+    warmup_epochs: float = 40
+    weight_decay: float = 0.04
+    final_weight_decay: float = 0.4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1.0e-8
+    clip_grad: float | None = None  # I-JEPA does not clip; V-JEPA clips at 10
+
+
+@dataclass
+class WandbConfig:
+    mode: str = "disabled"  # disabled | offline | online
+    project: str = "jepalab"
+    entity: str | None = None
+
+
+@dataclass
+class TrainerConfig:
+    """The training loop shared by every method."""
+
+    epochs: float = 300
+    max_steps: int | None = None  # stop early (the schedules still span `epochs`)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+    compile: bool = False
+    log_every: int = 10
+    ckpt_every: int = 500  # steps; the last step is always saved
+    keep_last: int = 3
+    resume: bool = True  # continue from the newest checkpoint of the run directory
+    progress: bool = True
+    max_bad_sample_fraction: float = 0.01
+    threads: int | None = None  # torch CPU threads; None: torch's default
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass
+class EvalConfig:
+    linear_probe: bool = True
+    batch_size: int = 256
+
+
+@dataclass
+class Config:
+    """A whole experiment."""
+
+    name: str = "default"
+    run_dir: str | None = None  # None: runs/<name> (Hydra's output directory)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def register_configs() -> None:
+    """Register the schema with Hydra's ConfigStore (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+
+
+def config_dir() -> Path:
+    """The ``configs/`` directory: inside an installed wheel, or at the repository top level."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "configs", here.parents[1] / "configs"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"jepalab's configs/ directory was not found next to {here}; reinstall the package"
+    )

@@ -1,0 +1,45 @@
+"""Turning keyed samples into a batch; corrupt samples are dropped and counted here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from jepalab.data.sampling import SampleKey
+
+
+@dataclass
+class SampleBatch:
+    """Stacked images and labels of one step.
+
+    Attributes:
+        images: ``(B, C, H, W)`` (or ``(B, C, T, H, W)`` for video).
+        labels: ``(B,)`` int64, -1 where a dataset has no labels.
+        step: global step the batch was drawn for (seeds the masks).
+        skipped: samples of this batch that could not be read and were dropped.
+    """
+
+    images: Tensor
+    labels: Tensor
+    step: int
+    skipped: int
+
+
+def collate_samples(items: Sequence[tuple[Any, SampleKey]]) -> SampleBatch:
+    """Stack ``(image, label)`` samples; a ``None`` sample (unreadable file) is dropped."""
+    if not items:
+        raise ValueError("cannot collate an empty batch")
+    step = items[0][1].step
+    good = [sample for sample, _ in items if sample is not None]
+    if not good:
+        raise RuntimeError(
+            f"every sample of the batch at step {step} failed to load; see the warnings "
+            "above for the file names"
+        )
+    images = torch.stack([s[0] for s in good])
+    labels = torch.tensor([int(s[1]) for s in good], dtype=torch.long)
+    return SampleBatch(images, labels, step, len(items) - len(good))

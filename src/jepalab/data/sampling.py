@@ -1,0 +1,91 @@
+"""Reproducible, resumable sampling: every random choice is a function of (seed, step, index).
+
+The batch sampler is stateless apart from the step it starts at: the batch of global step
+``s`` is slice ``s % steps_per_epoch`` of epoch ``s // steps_per_epoch``'s permutation. Each
+sample is fetched with a :class:`SampleKey`, and :class:`SeededDataset` seeds the torch RNG
+from it before calling the wrapped dataset, so augmentations do not depend on the number of
+dataloader workers, on which worker runs a sample, or on where a run was resumed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+
+class SampleKey(NamedTuple):
+    """What a dataloader asks for: dataset ``index``, drawn in ``epoch`` for global ``step``."""
+
+    index: int
+    epoch: int
+    step: int
+
+
+def mix_seed(*values: int) -> int:
+    """Hash integers into a 63-bit seed (numpy's SeedSequence: well mixed, platform-stable)."""
+    state = np.random.SeedSequence([int(v) for v in values]).generate_state(2, dtype=np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+class ResumableBatchSampler(Sampler[list[SampleKey]]):
+    """Yields the batches of global steps ``start_step, ..., total_steps - 1``.
+
+    Args:
+        num_samples: dataset length.
+        batch_size: samples per batch; the last incomplete batch of an epoch is dropped so
+            every step has the same size (as the I-JEPA reference).
+        seed: run seed; epoch ``e`` is shuffled with ``mix_seed(seed, e)``.
+        total_steps: where to stop.
+        start_step: first step to yield (the resume point).
+    """
+
+    def __init__(
+        self, num_samples: int, batch_size: int, seed: int, total_steps: int, start_step: int = 0
+    ) -> None:
+        if batch_size > num_samples:
+            raise ValueError(
+                f"batch_size={batch_size} is larger than the dataset ({num_samples} samples)"
+            )
+        self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
+        self.total_steps, self.start_step = total_steps, start_step
+        self.steps_per_epoch = num_samples // batch_size
+
+    def __len__(self) -> int:
+        return max(self.total_steps - self.start_step, 0)
+
+    def _permutation(self, epoch: int) -> list[int]:
+        g = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
+        return torch.randperm(self.num_samples, generator=g).tolist()
+
+    def __iter__(self) -> Iterator[list[SampleKey]]:
+        epoch, perm = -1, []
+        for step in range(self.start_step, self.total_steps):
+            if step // self.steps_per_epoch != epoch:
+                epoch = step // self.steps_per_epoch
+                perm = self._permutation(epoch)
+            first = (step % self.steps_per_epoch) * self.batch_size
+            yield [SampleKey(i, epoch, step) for i in perm[first : first + self.batch_size]]
+
+
+class SeededDataset(Dataset):
+    """Wraps a map-style dataset so sample ``key`` is drawn under a seed derived from it.
+
+    ``__getitem__(key)`` returns ``(sample, key)``; a plain int index is treated as epoch 0.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: SampleKey | int) -> tuple[Any, SampleKey]:
+        if not isinstance(key, SampleKey):
+            key = SampleKey(int(key), 0, 0)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(mix_seed(self.seed, key.epoch, key.index))
+            return self.dataset[key.index], key

@@ -1,0 +1,173 @@
+"""I-JEPA multi-block masks (Assran et al. 2023, Sec. 3 "Targets" / "Context", Fig. 4).
+
+Per image: ``num_targets`` target blocks (scale 0.15-0.2 of the grid, aspect ratio 0.75-1.5)
+and one context block (scale 0.85-1.0, square) from which every target token is removed.
+
+Unlike the reference implementation, every sample keeps all of its tokens: the result is a
+pair of :class:`~jepalab.ragged.Ragged` index sets of different lengths per sample. The
+reference's behaviour -- every sample cut to the batch minimum (which drops ~36% of the
+context, always the bottom rows), one random draw for scale *and* aspect ratio, block sizes
+shared by the batch, ``randint(0, H - h)`` never reaching the last row -- is available
+through ``trim_to_batch_min`` and ``reference_quirks`` for parity experiments.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from jepalab.ragged import Ragged
+
+log = logging.getLogger(__name__)
+
+Range = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class MaskBatch:
+    """Token indices for one batch.
+
+    Attributes:
+        context: ``B`` sequences, the patches the context encoder sees (sorted).
+        targets: ``B * M`` sequences, the patches of each target block (sorted), ordered
+            sample-major: sequence ``b * M + m`` is block ``m`` of sample ``b``.
+        num_targets: ``M``, target blocks per sample.
+    """
+
+    context: Ragged
+    targets: Ragged
+    num_targets: int
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> MaskBatch:
+        return MaskBatch(
+            self.context.to(device, non_blocking),
+            self.targets.to(device, non_blocking),
+            self.num_targets,
+        )
+
+
+@dataclass
+class MultiBlockMaskGenerator:
+    """Samples I-JEPA context/target blocks on a ``grid_size`` patch grid.
+
+    Defaults are the paper's (``configs/in1k_vith14_ep300.yaml`` of the I-JEPA release).
+
+    Args:
+        grid_size: ``(H, W)`` patch grid.
+        context_scale: fraction of the grid covered by the context block.
+        target_scale: fraction of the grid covered by each target block.
+        aspect_ratio: height / width range of target blocks (the context block is square).
+        num_targets: target blocks per sample.
+        min_keep: minimum number of context tokens left after removing the targets.
+        allow_overlap: keep target tokens in the context (off in I-JEPA).
+        trim_to_batch_min: cut every sample to the shortest context / target of the batch,
+            as the reference does (parity only: it throws tokens away).
+        reference_quirks: reproduce the reference sampler exactly (shared block sizes per
+            batch, one draw for scale and aspect ratio, last row/column never a block start).
+    """
+
+    grid_size: tuple[int, int]
+    context_scale: Range = (0.85, 1.0)
+    target_scale: Range = (0.15, 0.2)
+    aspect_ratio: Range = (0.75, 1.5)
+    num_targets: int = 4
+    min_keep: int = 10
+    allow_overlap: bool = False
+    trim_to_batch_min: bool = False
+    reference_quirks: bool = False
+    max_tries: int = 20
+
+    def __post_init__(self) -> None:
+        self.grid_size = (int(self.grid_size[0]), int(self.grid_size[1]))
+        for name in ("context_scale", "target_scale", "aspect_ratio"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ValueError(f"mask.{name} must satisfy 0 < low <= high, got ({lo}, {hi})")
+        if self.context_scale[1] > 1 or self.target_scale[1] > 1:
+            raise ValueError("mask scales are fractions of the grid and must be <= 1")
+        if self.num_targets < 1:
+            raise ValueError(f"mask.num_targets must be >= 1, got {self.num_targets}")
+        h, w = self.grid_size
+        if self.min_keep > h * w:
+            raise ValueError(f"mask.min_keep={self.min_keep} exceeds the {h}x{w} grid")
+        self.num_relaxed = 0  # samples whose context needed relaxed constraints
+
+    # -- block geometry ---------------------------------------------------------------------
+    def block_size(self, rng: np.random.Generator, scale: Range, aspect: Range) -> tuple[int, int]:
+        """Draw ``(h, w)`` with ``h * w ~ scale * H * W`` and ``h / w ~ aspect``."""
+        height, width = self.grid_size
+        if self.reference_quirks:  # one uniform draw for both (correlated)
+            u = rng.random()
+            s, a = scale[0] + u * (scale[1] - scale[0]), aspect[0] + u * (aspect[1] - aspect[0])
+        else:
+            s, a = rng.uniform(*scale), rng.uniform(*aspect)
+        area = height * width * s
+        h = int(round(math.sqrt(area * a)))
+        w = int(round(math.sqrt(area / a)))
+        limit_h, limit_w = (height - 1, width - 1) if self.reference_quirks else (height, width)
+        return max(1, min(h, limit_h)), max(1, min(w, limit_w))
+
+    def _place(self, rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
+        """A ``(H, W)`` bool mask with one block of ``size`` at a uniform position."""
+        (height, width), (h, w) = self.grid_size, size
+        extra = 0 if self.reference_quirks else 1  # inclusive upper bound unless parity
+        top = rng.integers(0, max(height - h + extra, 1))
+        left = rng.integers(0, max(width - w + extra, 1))
+        mask = np.zeros(self.grid_size, dtype=bool)
+        mask[top : top + h, left : left + w] = True
+        return mask
+
+    def _context(
+        self, rng: np.random.Generator, size: tuple[int, int], target_masks: list[np.ndarray]
+    ) -> np.ndarray:
+        """Context block minus targets, resampled until ``min_keep`` tokens survive.
+
+        After ``max_tries`` failures one target constraint is dropped at a time (the
+        reference's fallback), and the sample is counted in :attr:`num_relaxed`.
+        """
+        constraints = [] if self.allow_overlap else list(target_masks)
+        relaxed = False
+        while True:
+            for _ in range(self.max_tries):
+                mask = self._place(rng, size)
+                for target in constraints:
+                    mask &= ~target
+                if mask.sum() >= self.min_keep:
+                    if relaxed:
+                        self.num_relaxed += 1
+                    return mask
+            if not constraints:
+                raise RuntimeError(
+                    f"cannot keep {self.min_keep} context tokens with context blocks of size "
+                    f"{size} on grid {self.grid_size}; lower mask.min_keep"
+                )
+            constraints.pop()
+            relaxed = True
+            log.warning("context mask below min_keep: relaxing target constraints")
+
+    # -- sampling ---------------------------------------------------------------------------
+    def __call__(self, batch_size: int, rng: np.random.Generator) -> MaskBatch:
+        """Sample masks for ``batch_size`` images."""
+        ctx_size = tgt_size = None
+        if self.reference_quirks:  # one size per batch, drawn target-first as the reference
+            tgt_size = self.block_size(rng, self.target_scale, self.aspect_ratio)
+            ctx_size = self.block_size(rng, self.context_scale, (1.0, 1.0))
+        contexts, targets = [], []
+        for _ in range(batch_size):
+            blocks = []
+            for _ in range(self.num_targets):
+                size = tgt_size or self.block_size(rng, self.target_scale, self.aspect_ratio)
+                blocks.append(self._place(rng, size))
+            size = ctx_size or self.block_size(rng, self.context_scale, (1.0, 1.0))
+            contexts.append(np.flatnonzero(self._context(rng, size, blocks)))
+            targets.extend(np.flatnonzero(block) for block in blocks)
+        context = Ragged.from_sequences([torch.from_numpy(c) for c in contexts])
+        target = Ragged.from_sequences([torch.from_numpy(t) for t in targets])
+        if self.trim_to_batch_min:
+            context = context.trimmed(int(context.lengths.min()))
+            target = target.trimmed(int(target.lengths.min()))
+        return MaskBatch(context, target, self.num_targets)

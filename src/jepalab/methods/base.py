@@ -1,0 +1,44 @@
+"""What a method is: ``batch -> loss + metrics``. The Trainer owns everything else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import Tensor, nn
+
+
+@dataclass
+class MethodOutput:
+    """The result of one forward pass of a method.
+
+    Attributes:
+        loss: scalar to minimise.
+        metrics: detached scalars to log (floats or 0-d tensors).
+        num_samples: samples in the batch (for throughput).
+        num_tokens: token counts by kind, e.g. ``{"context": 1520, "target": 540}``.
+    """
+
+    loss: Tensor
+    metrics: dict[str, float | Tensor] = field(default_factory=dict)
+    num_samples: int = 0
+    num_tokens: dict[str, int] = field(default_factory=dict)
+
+
+class Method(nn.Module):
+    """Base class of training methods (I-JEPA, V-JEPA, action-conditioned, ...).
+
+    Subclasses implement :meth:`forward` and may override :meth:`after_optimizer_step` (e.g. an
+    EMA update) and :attr:`eval_encoder` (the encoder that evaluations should use).
+    """
+
+    def forward(self, batch) -> MethodOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def after_optimizer_step(self, step: int, total_steps: int) -> dict[str, float]:
+        """Called by the Trainer after each optimiser step; returns scalars to log."""
+        return {}
+
+    @property
+    def eval_encoder(self) -> nn.Module:
+        """The encoder whose frozen features evaluations probe."""
+        raise NotImplementedError

@@ -1,0 +1,28 @@
+"""Encoders, predictors and the EMA target, built by name through the registries."""
+
+from jepalab.models import predictor as _predictor  # noqa: F401  (registers predictors)
+from jepalab.models import vit as _vit  # noqa: F401  (registers encoders)
+from jepalab.models.ema import EMATarget, ema_momentum
+from jepalab.models.predictor import MaskedPredictor
+from jepalab.models.registry import (
+    create_encoder,
+    create_predictor,
+    list_encoders,
+    list_predictors,
+    register_encoder,
+    register_predictor,
+)
+from jepalab.models.vit import VisionTransformer
+
+__all__ = [
+    "EMATarget",
+    "MaskedPredictor",
+    "VisionTransformer",
+    "create_encoder",
+    "create_predictor",
+    "ema_momentum",
+    "list_encoders",
+    "list_predictors",
+    "register_encoder",
+    "register_predictor",
+]

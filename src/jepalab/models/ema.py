@@ -1,0 +1,50 @@
+"""The EMA target encoder (I-JEPA Sec. 3; BYOL, Grill et al. 2020, Eq. 1).
+
+``target <- m * target + (1 - m) * online`` after every optimiser step, with the momentum
+``m`` rising linearly from 0.996 to 1.0 over the run (I-JEPA ``ema: [0.996, 1.0]``).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+def ema_momentum(step: int, total_steps: int, start: float = 0.996, end: float = 1.0) -> float:
+    """Linear momentum schedule: ``start`` at step 0, ``end`` at ``total_steps``."""
+    if total_steps <= 0:
+        return end
+    progress = min(max(step / total_steps, 0.0), 1.0)
+    return start + (end - start) * progress
+
+
+class EMATarget(nn.Module):
+    """A frozen copy of an encoder, updated as an exponential moving average of it.
+
+    The copy never receives gradients (``requires_grad=False``) and stays in eval mode.
+    :meth:`update` moves every parameter in one fused ``torch._foreach_lerp_`` call.
+    """
+
+    def __init__(self, online: nn.Module) -> None:
+        super().__init__()
+        self.module = copy.deepcopy(online).requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> EMATarget:
+        return super().train(False)  # the target is never in training mode
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+    @torch.no_grad()
+    def update(self, online: nn.Module, momentum: float) -> None:
+        """``target = momentum * target + (1 - momentum) * online``, parameters and buffers."""
+        target_params = list(self.module.parameters())
+        online_params = list(online.parameters())
+        if len(target_params) != len(online_params):
+            raise RuntimeError("EMA target and online encoder have different parameter lists")
+        if momentum < 1.0:
+            torch._foreach_lerp_(target_params, online_params, 1.0 - momentum)
+        for tb, ob in zip(self.module.buffers(), online.buffers(), strict=True):
+            tb.copy_(ob)

@@ -1,0 +1,96 @@
+"""Pre-norm transformer block whose attention runs through the jepalab dispatcher.
+
+Parameter names follow timm / I-JEPA (``norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2``)
+so that official checkpoints map onto it one to one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from timm.layers import Mlp
+from torch import Tensor, nn
+
+from jepalab.kernels.attention import VarlenLayout, attention
+
+
+def drop_path(x: Tensor, p: float, training: bool, layout: VarlenLayout | None) -> Tensor:
+    """Stochastic depth (Huang et al. 2016): zero a residual branch per *sequence*.
+
+    On packed tokens a sequence is a run of rows, so the keep decision is drawn per sequence
+    and repeated over its tokens (timm's DropPath would drop single tokens here).
+    """
+    if p == 0.0 or not training:
+        return x
+    num = x.shape[0] if layout is None else layout.num_seqs
+    keep = x.new_empty(num).bernoulli_(1.0 - p).div_(1.0 - p)
+    if layout is not None:
+        keep = keep.repeat_interleave(layout.lengths)
+    return x * keep.reshape(-1, *([1] * (x.ndim - 1)))
+
+
+def init_transformer_weights(module: nn.Module, blocks: nn.ModuleList, std: float = 0.02) -> None:
+    """Truncated-normal init of linear/conv weights, then scale each block's residual outputs
+    (``attn.proj``, ``mlp.fc2``) by ``1 / sqrt(2 * layer)``, as in I-JEPA's ViT."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.Conv3d)):
+            nn.init.trunc_normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    with torch.no_grad():
+        for layer, blk in enumerate(blocks, start=1):
+            blk.attn.proj.weight.div_(math.sqrt(2.0 * layer))
+            blk.mlp.fc2.weight.div_(math.sqrt(2.0 * layer))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention on dense ``(B, L, C)`` or packed ``(T, C)`` tokens."""
+
+    def __init__(
+        self, dim: int, num_heads: int, qkv_bias: bool = True, backend: str = "auto"
+    ) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"width {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.backend = backend
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, layout: VarlenLayout | None = None) -> Tensor:
+        lead = x.shape[:-1]  # (B, L) dense or (T,) packed
+        qkv = self.qkv(x).reshape(*lead, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.unbind(-3)
+        out = attention(q, k, v, layout=layout, backend=self.backend)
+        return self.proj(out.reshape(*lead, -1))
+
+
+class Block(nn.Module):
+    """``x + Attn(LN(x))`` then ``x + MLP(LN(x))`` (ViT, Dosovitskiy et al. 2021, Eq. 2-3)."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_path: float = 0.0,
+        norm_eps: float = 1e-6,
+        attn_backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, backend=attn_backend)
+        self.drop_path = drop_path
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, hidden_features=int(dim * mlp_ratio), act_layer=nn.GELU)
+
+    def forward(self, x: Tensor, layout: VarlenLayout | None = None) -> Tensor:
+        p, training = self.drop_path, self.training
+        x = x + drop_path(self.attn(self.norm1(x), layout), p, training, layout)
+        return x + drop_path(self.mlp(self.norm2(x)), p, training, layout)

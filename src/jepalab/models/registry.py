@@ -1,0 +1,72 @@
+"""Name -> constructor registries for encoders and predictors (timm's ``register_model`` idea).
+
+>>> from jepalab.models import create_encoder, list_encoders
+>>> enc = create_encoder("vit_tiny_patch16", img_size=224)
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from torch import nn
+
+F = TypeVar("F", bound=Callable[..., nn.Module])
+
+
+class Registry:
+    """A named collection of model constructors."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._fns: dict[str, Callable[..., nn.Module]] = {}
+
+    def register(self, fn: F) -> F:
+        """Decorator: register ``fn`` under its ``__name__``."""
+        if fn.__name__ in self._fns:
+            raise ValueError(f"{self.kind} {fn.__name__!r} is already registered")
+        self._fns[fn.__name__] = fn
+        return fn
+
+    def create(self, name: str, **kwargs: Any) -> nn.Module:
+        """Build the model registered as ``name``; keyword arguments override its defaults."""
+        if name not in self._fns:
+            close = fnmatch.filter(self._fns, f"*{name.split('_')[0]}*")
+            hint = f" Similar: {close}." if close else ""
+            raise ValueError(f"unknown {self.kind} {name!r}.{hint} Available: {sorted(self._fns)}")
+        return self._fns[name](**kwargs)
+
+    def names(self, pattern: str | None = None) -> list[str]:
+        """Registered names, optionally filtered by a shell-style ``pattern``."""
+        names = sorted(self._fns)
+        return fnmatch.filter(names, pattern) if pattern else names
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._fns
+
+
+ENCODERS = Registry("encoder")
+PREDICTORS = Registry("predictor")
+
+register_encoder = ENCODERS.register
+register_predictor = PREDICTORS.register
+
+
+def create_encoder(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered encoder, e.g. ``create_encoder("vit_small_patch16", img_size=224)``."""
+    return ENCODERS.create(name, **kwargs)
+
+
+def list_encoders(pattern: str | None = None) -> list[str]:
+    """Names of the registered encoders (``pattern`` like ``"vit_*_patch14"``)."""
+    return ENCODERS.names(pattern)
+
+
+def create_predictor(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered predictor."""
+    return PREDICTORS.create(name, **kwargs)
+
+
+def list_predictors(pattern: str | None = None) -> list[str]:
+    return PREDICTORS.names(pattern)

@@ -1,0 +1,81 @@
+"""Atomic checkpoints: write to a temporary file, fsync, rename; load with ``weights_only``.
+
+A run killed at any instant leaves either the previous checkpoint or the new one on disk,
+never a half-written file under a checkpoint name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^step_(\d{8})\.pt$")
+
+
+def checkpoint_path(directory: Path, step: int) -> Path:
+    return Path(directory) / f"step_{step:08d}.pt"
+
+
+def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
+    """``(step, path)`` of every complete checkpoint in ``directory``, oldest first."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
+    return sorted(found)
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """``torch.save`` to ``path`` so that readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint with ``weights_only=True`` (no arbitrary code from pickles)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def load_latest(directory: Path, map_location: str | torch.device = "cpu") -> dict | None:
+    """The newest checkpoint in ``directory`` that loads; unreadable ones are reported."""
+    for step, path in reversed(list_checkpoints(directory)):
+        try:
+            return load_checkpoint(path, map_location)
+        except Exception as err:  # a damaged file must not end the run: fall back
+            log.warning(
+                "checkpoint %s (step %d) is unreadable (%s); trying an older one", path, step, err
+            )
+    return None
+
+
+def prune_checkpoints(directory: Path, keep_last: int) -> None:
+    """Delete all but the ``keep_last`` newest checkpoints."""
+    if keep_last <= 0:
+        return
+    for _, path in list_checkpoints(directory)[:-keep_last]:
+        path.unlink(missing_ok=True)
