@@ -8,16 +8,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 log = logging.getLogger(__name__)
-
-C_GRID = (0.01, 0.1, 1.0, 10.0)  # inverse L2 strengths tried by cross-validation
 
 
 @torch.no_grad()
@@ -51,43 +46,91 @@ def pixel_featurizer(images: Tensor) -> Tensor:
 class ProbeResult:
     train_accuracy: float
     test_accuracy: float
-    C: float
-    cv_accuracy: float
+    l2: float
+    val_accuracy: float
+
+
+L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2)  # L2 penalties tried by cross-validation
+
+
+def _standardise(train: Tensor, *others: Tensor) -> list[Tensor]:
+    mean, std = train.mean(0), train.std(0).clamp_min(1e-6)
+    return [(x - mean) / std for x in (train, *others)]
+
+
+def train_logistic_regression(
+    x: Tensor, y: Tensor, num_classes: int, l2: float, max_iter: int = 100
+) -> tuple[Tensor, Tensor]:
+    """Multinomial logistic regression, full-batch L-BFGS: returns ``(W (D, K), b (K,))``."""
+    w = torch.zeros(x.shape[1], num_classes, dtype=x.dtype, requires_grad=True)
+    b = torch.zeros(num_classes, dtype=x.dtype, requires_grad=True)
+    opt = torch.optim.LBFGS(
+        [w, b],
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-7,
+        tolerance_change=1e-10,
+    )
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(x @ w + b, y) + l2 * w.square().sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach(), b.detach()
+
+
+def _accuracy(x: Tensor, y: Tensor, wb: tuple[Tensor, Tensor]) -> float:
+    return float(((x @ wb[0] + wb[1]).argmax(1) == y).double().mean())
 
 
 def fit_linear_probe(
     train: tuple[np.ndarray, np.ndarray],
     test: tuple[np.ndarray, np.ndarray],
-    c_grid: tuple[float, ...] = C_GRID,
+    l2_grid: tuple[float, ...] = L2_GRID,
+    val_fraction: float = 0.2,
     seed: int = 0,
 ) -> ProbeResult:
-    """Standardise, then multinomial logistic regression with ``C`` picked by 3-fold CV on
-    the training split only; report accuracy on the held-out split."""
-    (x_train, y_train), (x_test, y_test) = train, test
-    folds = StratifiedKFold(n_splits=3, shuffle=True, random_state=seed)
-
-    def model(c: float):
-        return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
-
-    scores = {c: cross_val_score(model(c), x_train, y_train, cv=folds).mean() for c in c_grid}
+    """Standardise features, then multinomial logistic regression with the L2 penalty picked
+    on a validation part (``val_fraction``) of the training split only; report accuracy on
+    the held-out split after refitting on the whole training split. Deterministic (float64,
+    full-batch L-BFGS)."""
+    x_train, y_train = torch.as_tensor(train[0], dtype=torch.float64), torch.as_tensor(train[1])
+    x_test, y_test = torch.as_tensor(test[0], dtype=torch.float64), torch.as_tensor(test[1])
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    order = torch.randperm(len(y_train), generator=torch.Generator().manual_seed(seed))
+    n_val = max(1, int(val_fraction * len(order)))
+    val, fit = order[:n_val], order[n_val:]
+    x_fit, x_val = _standardise(x_train[fit], x_train[val])
+    scores = {
+        l2: _accuracy(
+            x_val, y_train[val], train_logistic_regression(x_fit, y_train[fit], num_classes, l2)
+        )
+        for l2 in l2_grid
+    }
     best = max(scores, key=scores.get)
-    clf = model(best).fit(x_train, y_train)
+    xs_train, xs_test = _standardise(x_train, x_test)
+    wb = train_logistic_regression(xs_train, y_train, num_classes, best)
     return ProbeResult(
-        train_accuracy=float(clf.score(x_train, y_train)),
-        test_accuracy=float(clf.score(x_test, y_test)),
-        C=best,
-        cv_accuracy=float(scores[best]),
+        train_accuracy=_accuracy(xs_train, y_train, wb),
+        test_accuracy=_accuracy(xs_test, y_test, wb),
+        l2=best,
+        val_accuracy=scores[best],
     )
 
 
 def format_table(rows: dict[str, ProbeResult]) -> str:
     """A plain-text table of probe results."""
     width = max(len(name) for name in rows) + 2
-    lines = [f"{'features':<{width}}{'test acc':>10}{'train acc':>11}{'C':>8}"]
+    lines = [f"{'features':<{width}}{'test acc':>10}{'train acc':>11}{'l2':>8}"]
     lines.append("-" * len(lines[0]))
     for name, r in rows.items():
         lines.append(
             f"{name:<{width}}{100 * r.test_accuracy:>9.1f}%{100 * r.train_accuracy:>10.1f}%"
-            f"{r.C:>8g}"
+            f"{r.l2:>8g}"
         )
     return "\n".join(lines)

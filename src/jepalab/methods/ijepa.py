@@ -79,7 +79,9 @@ class IJEPA(Method):
         metrics = {
             "context_tokens": masks.context.total / num_samples,
             "target_tokens": masks.targets.total / num_samples,
+            # collapse monitors: per-dimension std over tokens (-> 0 when features collapse)
             "pred_std": prediction.detach().float().std(0).mean(),
+            "target_std": target.float().std(0).mean(),
         }
         return MethodOutput(
             loss,

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from jepalab.kernels.attention import VarlenLayout
-from jepalab.models.layers import Block, init_transformer_weights, sincos_2d
+from jepalab.models.layers import Block, drop_path_rates, init_transformer_weights, sincos_2d
 from jepalab.models.registry import register_predictor
 from jepalab.ragged import Ragged, lengths_to_offsets, segment_arange
 
@@ -54,7 +54,7 @@ class MaskedPredictor(nn.Module):
         self.predictor_embed = nn.Linear(encoder_dim, embed_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.register_buffer("predictor_pos_embed", sincos_2d(embed_dim, self.grid_size)[None])
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        rates = drop_path_rates(drop_path_rate, depth)
         self.predictor_blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, rate, norm_eps, attn_backend)
             for rate in rates

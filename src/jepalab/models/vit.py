@@ -7,12 +7,17 @@ runs every block on the packed tokens -- no token is dropped and no padding is c
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from jepalab.kernels.attention import VarlenLayout
-from jepalab.models.layers import Block, PatchEmbed, init_transformer_weights, sincos_2d
+from jepalab.models.layers import (
+    Block,
+    PatchEmbed,
+    drop_path_rates,
+    init_transformer_weights,
+    sincos_2d,
+)
 from jepalab.models.registry import register_encoder
 from jepalab.ragged import Ragged
 
@@ -53,7 +58,7 @@ class VisionTransformer(nn.Module):
         self.grid_size = self.patch_embed.grid_size
         self.num_patches = self.patch_embed.num_patches
         self.register_buffer("pos_embed", sincos_2d(embed_dim, self.grid_size)[None])
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        rates = drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, rate, norm_eps, attn_backend)
             for rate in rates

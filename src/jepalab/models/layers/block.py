@@ -30,6 +30,11 @@ def drop_path(x: Tensor, p: float, training: bool, layout: VarlenLayout | None) 
     return x * keep.reshape(-1, *([1] * (x.ndim - 1)))
 
 
+def drop_path_rates(max_rate: float, depth: int) -> list[float]:
+    """Stochastic depth rising linearly from 0 to ``max_rate`` over ``depth`` blocks."""
+    return [max_rate * i / max(depth - 1, 1) for i in range(depth)]
+
+
 def init_transformer_weights(module: nn.Module, blocks: nn.ModuleList, std: float = 0.02) -> None:
     """Truncated-normal init of linear/conv weights, then scale each block's residual outputs
     (``attn.proj``, ``mlp.fc2``) by ``1 / sqrt(2 * layer)``, as in I-JEPA's ViT."""

@@ -1,0 +1,32 @@
+# Two commands on a fresh machine (each installs what it needs into .venv on first use):
+#   make train   - pretrain I-JEPA on the embedded digits (CPU, ~10 min) and print the probe table
+#   make test    - run the test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+ARGS   ?=
+
+.PHONY: train test bench lint install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(BIN)/jepalab train $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python scripts/benchmark.py $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests scripts
+
+clean:
+	rm -rf $(VENV) runs outputs multirun

@@ -1,0 +1,152 @@
+#!/usr/bin/env python
+"""Time one training step of a recipe and print JSON.
+
+The default recipe is the I-JEPA reference point of the docs: ViT-Ti/16 at 224 px, batch 16,
+predictor depth 6 width 192, 1 context + 4 target blocks (paper mask settings), fp32.
+
+    python scripts/benchmark.py                      # every token kept (jepalab default)
+    python scripts/benchmark.py --parity             # the reference's trim-to-batch-minimum
+    python scripts/benchmark.py --set encoder=vit_small_patch16 --batch-size 32
+
+Reports ``step_ms`` (median of the timed steps, after warm-up), ``images_per_s``,
+``context_tokens_per_s``, ``target_tokens_per_s`` (tokens actually processed), ``peak_mem_mb``
+(CUDA: max allocated; CPU: process peak RSS) and the resolved settings. Input images are random
+tensors: data loading is not timed, the mask collator is (it runs in workers in real runs,
+so it is reported separately as ``collate_ms``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import time
+
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+
+from jepalab.config import config_dir, register_configs
+from jepalab.data.sampling import SampleKey
+from jepalab.experiment import build_experiment
+from jepalab.train.optim import build_adamw
+from jepalab.train.trainer import move_to, resolve_device
+
+REFERENCE_POINT = [
+    "encoder=vit_tiny_patch16",
+    "encoder.img_size=224",
+    "encoder.in_chans=3",
+    "encoder.patch_size=16",
+    "encoder.depth=12",
+    "predictor.embed_dim=192",
+    "predictor.depth=6",
+    "mask=multiblock",
+]
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--experiment", default="ijepa_digits", help="base experiment config")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--steps", type=int, default=8, help="timed steps")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    p.add_argument("--parity", action="store_true", help="reference trimming + sampler quirks")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="extra config overrides, applied after the reference point")
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = [f"experiment={args.experiment}", *REFERENCE_POINT, *args.set]
+    if args.parity:
+        overrides.append("mask=multiblock_parity")
+    register_configs()
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    device = resolve_device(args.device)
+    dtype = {"auto": torch.bfloat16 if device.type == "cuda" else None, "fp32": None,
+             "bf16": torch.bfloat16}[args.precision]
+
+    exp = build_experiment(cfg)
+    method = exp.method.to(device).train()
+    optimizer = build_adamw(method, cfg.optim.lr, cfg.optim.weight_decay)
+    shape = (cfg.encoder.in_chans, cfg.encoder.img_size, cfg.encoder.img_size)
+    gen = torch.Generator().manual_seed(0)
+
+    def make_batch(step: int):
+        items = [((torch.randn(shape, generator=gen), 0), SampleKey(i, 0, step))
+                 for i in range(args.batch_size)]
+        t0 = time.perf_counter()
+        batch = exp.collate_fn(items)
+        return move_to(batch, device), time.perf_counter() - t0
+
+    def train_step(batch) -> None:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            out = method(batch)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+        method.after_optimizer_step(1, 1000)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times, collate, ctx_tokens, tgt_tokens = [], [], [], []
+    for step in range(args.warmup + args.steps):
+        batch, collate_s = make_batch(step)
+        sync()
+        t0 = time.perf_counter()
+        train_step(batch)
+        sync()
+        if step >= args.warmup:
+            times.append(time.perf_counter() - t0)
+            collate.append(collate_s)
+            ctx_tokens.append(batch.masks.context.total)
+            tgt_tokens.append(batch.masks.targets.total)
+
+    step_s = statistics.median(times)
+    if device.type == "cuda":
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    total_time = sum(times)
+    result = {
+        "recipe": cfg.method.name,
+        "mode": "parity (trim to batch min)" if args.parity else "all tokens kept",
+        "step_ms": round(1000 * step_s, 1),
+        "step_ms_all": [round(1000 * t, 1) for t in times],
+        "images_per_s": round(args.batch_size / step_s, 2),
+        "context_tokens_per_s": round(sum(ctx_tokens) / total_time, 1),
+        "target_tokens_per_s": round(sum(tgt_tokens) / total_time, 1),
+        "context_tokens_per_sample": round(float(np.mean(ctx_tokens)) / args.batch_size, 1),
+        "target_tokens_per_sample": round(float(np.mean(tgt_tokens)) / args.batch_size, 1),
+        "collate_ms": round(1000 * statistics.median(collate), 2),
+        "peak_mem_mb": round(peak_mb, 1),
+        "config": {
+            "encoder": cfg.encoder.name, "img_size": cfg.encoder.img_size,
+            "patch_size": cfg.encoder.patch_size, "depth": cfg.encoder.depth,
+            "predictor_depth": cfg.predictor.depth, "predictor_width": cfg.predictor.embed_dim,
+            "batch_size": args.batch_size, "num_targets": cfg.mask.num_targets,
+            "precision": str(dtype or torch.float32), "overrides": overrides,
+        },
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda"
+        else f"cpu ({platform.processor() or platform.machine()}, "
+             f"{torch.get_num_threads()} threads)",
+        "torch": torch.__version__,
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

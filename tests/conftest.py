@@ -1,0 +1,42 @@
+"""Shared fixtures: tiny configs and models that run in well under a second on 2 CPU cores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from jepalab.config import config_dir, register_configs
+
+TINY_OVERRIDES = [
+    "encoder.embed_dim=32",
+    "encoder.depth=2",
+    "encoder.num_heads=2",
+    "predictor.embed_dim=16",
+    "predictor.depth=1",
+    "data.batch_size=16",
+    "trainer.epochs=1",
+    "trainer.progress=false",
+    "trainer.log_every=1",
+    "optim.warmup_epochs=0.2",
+]
+
+
+def compose_config(overrides: list[str] | None = None, experiment: str | None = None):
+    """Compose ``configs/config.yaml`` exactly as the CLI does, with overrides."""
+    register_configs()
+    extra = [f"experiment={experiment}"] if experiment else []
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        return compose("config", overrides=extra + list(overrides or []))
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    cfg = compose_config(TINY_OVERRIDES + [f"run_dir={tmp_path / 'run'}"])
+    return cfg
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield
