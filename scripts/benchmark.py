@@ -56,8 +56,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="extra config overrides, applied after the reference point")
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra config overrides, applied after the reference point",
+    )
     return p.parse_args()
 
 
@@ -72,8 +77,11 @@ def main() -> None:
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     device = resolve_device(args.device)
-    dtype = {"auto": torch.bfloat16 if device.type == "cuda" else None, "fp32": None,
-             "bf16": torch.bfloat16}[args.precision]
+    dtype = {
+        "auto": torch.bfloat16 if device.type == "cuda" else None,
+        "fp32": None,
+        "bf16": torch.bfloat16,
+    }[args.precision]
 
     exp = build_experiment(cfg)
     method = exp.method.to(device).train()
@@ -82,8 +90,10 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
 
     def make_batch(step: int):
-        items = [((torch.randn(shape, generator=gen), 0), SampleKey(i, 0, step))
-                 for i in range(args.batch_size)]
+        items = [
+            ((torch.randn(shape, generator=gen), 0), SampleKey(i, 0, step))
+            for i in range(args.batch_size)
+        ]
         t0 = time.perf_counter()
         batch = exp.collate_fn(items)
         return move_to(batch, device), time.perf_counter() - t0
@@ -134,15 +144,21 @@ def main() -> None:
         "collate_ms": round(1000 * statistics.median(collate), 2),
         "peak_mem_mb": round(peak_mb, 1),
         "config": {
-            "encoder": cfg.encoder.name, "img_size": cfg.encoder.img_size,
-            "patch_size": cfg.encoder.patch_size, "depth": cfg.encoder.depth,
-            "predictor_depth": cfg.predictor.depth, "predictor_width": cfg.predictor.embed_dim,
-            "batch_size": args.batch_size, "num_targets": cfg.mask.num_targets,
-            "precision": str(dtype or torch.float32), "overrides": overrides,
+            "encoder": cfg.encoder.name,
+            "img_size": cfg.encoder.img_size,
+            "patch_size": cfg.encoder.patch_size,
+            "depth": cfg.encoder.depth,
+            "predictor_depth": cfg.predictor.depth,
+            "predictor_width": cfg.predictor.embed_dim,
+            "batch_size": args.batch_size,
+            "num_targets": cfg.mask.num_targets,
+            "precision": str(dtype or torch.float32),
+            "overrides": overrides,
         },
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda"
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
         else f"cpu ({platform.processor() or platform.machine()}, "
-             f"{torch.get_num_threads()} threads)",
+        f"{torch.get_num_threads()} threads)",
         "torch": torch.__version__,
     }
     print(json.dumps(result, indent=2))

@@ -72,7 +72,9 @@ def test_unknown_encoder_and_dataset_names_list_the_choices():
 def test_cli_reports_a_bad_override_and_exits_nonzero():
     proc = subprocess.run(
         [sys.executable, "-m", "jepalab.cli", "train", "optim.lrr=0.1"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode != 0
     assert "lrr" in proc.stderr + proc.stdout
@@ -82,11 +84,25 @@ def test_cli_trains_and_probes_end_to_end(tmp_path):
     """`jepalab train` with overrides: checkpoints, metrics, probe table, exit 0."""
     run_dir = tmp_path / "cli_run"
     proc = subprocess.run(
-        [sys.executable, "-m", "jepalab.cli", "train", f"run_dir={run_dir}",
-         f"hydra.run.dir={tmp_path / 'hydra'}", "trainer.max_steps=2", "trainer.progress=false",
-         "encoder.depth=1", "encoder.embed_dim=32", "encoder.num_heads=2", "predictor.depth=1",
-         "predictor.embed_dim=16", "data.batch_size=32"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "jepalab.cli",
+            "train",
+            f"run_dir={run_dir}",
+            f"hydra.run.dir={tmp_path / 'hydra'}",
+            "trainer.max_steps=2",
+            "trainer.progress=false",
+            "encoder.depth=1",
+            "encoder.embed_dim=32",
+            "encoder.num_heads=2",
+            "predictor.depth=1",
+            "predictor.embed_dim=16",
+            "data.batch_size=32",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "trained encoder" in proc.stdout and "raw pixels" in proc.stdout
@@ -99,7 +115,9 @@ def test_wheel_ships_the_configs(tmp_path):
     """A non-editable install must find configs/: the wheel carries them in the package."""
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     if proc.returncode != 0 and "hatchling" in proc.stderr and "No matching" in proc.stderr:
         pytest.skip("cannot fetch the build backend (offline)")

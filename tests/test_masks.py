@@ -88,7 +88,9 @@ def test_reference_quirks_never_start_a_block_on_the_last_row():
     rng = np.random.default_rng(0)
     quirky = MultiBlockMaskGenerator(GRID, reference_quirks=True)
     ours = MultiBlockMaskGenerator(GRID)
-    last_quirky = max(_bbox(b, 14)[2] for _ in range(40) for b in quirky(8, rng).targets.sequences())
+    last_quirky = max(
+        _bbox(b, 14)[2] for _ in range(40) for b in quirky(8, rng).targets.sequences()
+    )
     last_ours = max(_bbox(b, 14)[2] for _ in range(40) for b in ours(8, rng).targets.sequences())
     assert last_quirky < 13 and last_ours == 13
 
@@ -121,7 +123,11 @@ def test_bad_mask_config_errors_name_the_key():
 
 def test_ragged_helpers():
     assert segment_arange(torch.tensor([5, 0, 9]), torch.tensor([2, 0, 3])).tolist() == [
-        5, 6, 9, 10, 11,
+        5,
+        6,
+        9,
+        10,
+        11,
     ]
     r = Ragged.from_sequences([[3, 4, 5], [1], [7, 8]])
     assert r.lengths.tolist() == [3, 1, 2] and r.offsets.tolist() == [0, 3, 4, 6]

@@ -103,8 +103,10 @@ def _reference_predictor(p: MaskedPredictor, ctx_feats, context: Ragged, targets
     for s, tgt in enumerate(targets.sequences()):
         b = s // per_sample
         x = torch.cat(
-            [p.predictor_embed(ctx_seqs[b]) + pos[context.sequences()[b]],
-             p.mask_token[0] + pos[tgt]]
+            [
+                p.predictor_embed(ctx_seqs[b]) + pos[context.sequences()[b]],
+                p.mask_token[0] + pos[tgt],
+            ]
         )[None]
         for blk in p.predictor_blocks:
             h = blk.norm1(x)
@@ -114,13 +116,17 @@ def _reference_predictor(p: MaskedPredictor, ctx_feats, context: Ragged, targets
             y = (a.softmax(-1) @ v).transpose(1, 2).reshape(1, x.shape[1], -1)
             x = x + blk.attn.proj(y)
             x = x + blk.mlp(blk.norm2(x))
-        outs.append(p.predictor_proj(p.predictor_norm(x[0, -len(tgt):])))
+        outs.append(p.predictor_proj(p.predictor_norm(x[0, -len(tgt) :])))
     return torch.cat(outs)
 
 
 def test_predictor_matches_reference_forward():
     p = create_predictor(
-        "masked_vit_predictor", grid_size=(4, 4), encoder_dim=24, embed_dim=16, depth=2,
+        "masked_vit_predictor",
+        grid_size=(4, 4),
+        encoder_dim=24,
+        embed_dim=16,
+        depth=2,
         num_heads=2,
     )
     context = Ragged.from_sequences([[0, 1, 2, 5], [3, 7, 8]])
@@ -128,13 +134,18 @@ def test_predictor_matches_reference_forward():
     feats = torch.randn(context.total, 24)
     out = p(feats, context, targets)
     assert out.shape == (targets.total, 24)
-    torch.testing.assert_close(out, _reference_predictor(p, feats, context, targets),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        out, _reference_predictor(p, feats, context, targets), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_target_blocks_do_not_see_each_other():
     p = create_predictor(
-        "masked_vit_predictor", grid_size=(4, 4), encoder_dim=24, embed_dim=16, depth=2,
+        "masked_vit_predictor",
+        grid_size=(4, 4),
+        encoder_dim=24,
+        embed_dim=16,
+        depth=2,
         num_heads=2,
     )
     context = Ragged.from_sequences([[0, 1, 2]])
@@ -186,9 +197,9 @@ def test_varlen_attention_matches_float64_reference(layout_lengths):
     start = 0
     for n in layout_lengths:
         sl = slice(start, start + n)
-        dense = F.scaled_dot_product_attention(
-            *(t[sl].transpose(0, 1)[None] for t in (q, k, v))
-        )[0].transpose(0, 1)
+        dense = F.scaled_dot_product_attention(*(t[sl].transpose(0, 1)[None] for t in (q, k, v)))[
+            0
+        ].transpose(0, 1)
         torch.testing.assert_close(out[sl], dense, rtol=1e-5, atol=1e-5)
         start += n
     grads = torch.autograd.grad(out.square().sum(), (q, k, v))

@@ -20,8 +20,14 @@ def make_trainer(cfg, **trainer_overrides):
         setattr(cfg.trainer, key, value)
     exp = build_experiment(cfg)
     return Trainer(
-        exp.method, exp.dataset, exp.collate_fn, cfg.data.batch_size, cfg.trainer, cfg.optim,
-        run_dir_of(cfg), cfg.data.num_workers,
+        exp.method,
+        exp.dataset,
+        exp.collate_fn,
+        cfg.data.batch_size,
+        cfg.trainer,
+        cfg.optim,
+        run_dir_of(cfg),
+        cfg.data.num_workers,
     )
 
 
@@ -60,8 +66,9 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tiny_cfg, tmp_path, mo
     rest = resumed.fit()
     assert resumed.step == 10
     assert rest == expected[4:]
-    for a, b in zip(straight.method.state_dict().values(),
-                    resumed.method.state_dict().values(), strict=True):
+    for a, b in zip(
+        straight.method.state_dict().values(), resumed.method.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b)
     rows = [json.loads(x) for x in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 11))  # re-logged steps replaced
@@ -91,8 +98,15 @@ class _NaNAfter(Method):
 def test_nan_loss_stops_loudly_and_keeps_the_last_good_checkpoint(tiny_cfg, tmp_path):
     exp = build_experiment(tiny_cfg)
     tiny_cfg.trainer.ckpt_every = 2
-    trainer = Trainer(_NaNAfter(good_steps=3), exp.dataset, exp.collate_fn, 16,
-                      tiny_cfg.trainer, tiny_cfg.optim, tmp_path / "nan")
+    trainer = Trainer(
+        _NaNAfter(good_steps=3),
+        exp.dataset,
+        exp.collate_fn,
+        16,
+        tiny_cfg.trainer,
+        tiny_cfg.optim,
+        tmp_path / "nan",
+    )
     with pytest.raises(NonFiniteLossError, match="step 3"):
         trainer.fit()
     state = load_latest(tmp_path / "nan" / "checkpoints")
@@ -113,13 +127,27 @@ class _FlakyDataset(torch.utils.data.Dataset):
 def test_unreadable_samples_are_counted_and_too_many_fail(tiny_cfg, tmp_path):
     exp = build_experiment(tiny_cfg)
     tiny_cfg.trainer.max_bad_sample_fraction = 0.5
-    ok = Trainer(exp.method, _FlakyDataset(bad_every=8), exp.collate_fn, 16, tiny_cfg.trainer,
-                 tiny_cfg.optim, tmp_path / "ok")
+    ok = Trainer(
+        exp.method,
+        _FlakyDataset(bad_every=8),
+        exp.collate_fn,
+        16,
+        tiny_cfg.trainer,
+        tiny_cfg.optim,
+        tmp_path / "ok",
+    )
     ok.fit()
     assert ok.samples_skipped == 8 and ok.samples_seen == 64  # 1 in 8, every one counted
     tiny_cfg.trainer.max_bad_sample_fraction = 0.01
-    bad = Trainer(exp.method, _FlakyDataset(bad_every=2), exp.collate_fn, 16, tiny_cfg.trainer,
-                  tiny_cfg.optim, tmp_path / "bad")
+    bad = Trainer(
+        exp.method,
+        _FlakyDataset(bad_every=2),
+        exp.collate_fn,
+        16,
+        tiny_cfg.trainer,
+        tiny_cfg.optim,
+        tmp_path / "bad",
+    )
     with pytest.raises(BadDataError, match="max_bad_sample_fraction"):
         bad.fit()
 
@@ -173,8 +201,10 @@ def test_no_weight_decay_on_biases_norms_or_the_frozen_target(tiny_cfg):
 def test_trainer_steps_and_lr_schedule_are_logged(tiny_cfg):
     trainer = make_trainer(tiny_cfg, max_steps=3)
     trainer.fit()
-    rows = [json.loads(line) for line in
-            (run_dir_of(tiny_cfg) / "metrics.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line)
+        for line in (run_dir_of(tiny_cfg) / "metrics.jsonl").read_text().splitlines()
+    ]
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert rows[0]["lr"] == pytest.approx(trainer.optim_cfg.start_lr)
     assert {"loss", "momentum", "wd", "images_per_s", "context_tokens"} <= set(rows[0])

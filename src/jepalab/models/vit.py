@@ -66,6 +66,12 @@ class VisionTransformer(nn.Module):
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
         self.grad_checkpointing = False
         init_transformer_weights(self, self.blocks, init_std)
+        # Patch projection: Xavier-uniform over its flattened fan-in (MAE, He et al. 2022)
+        # instead of I-JEPA's fixed std 0.02. With small patches and one channel (fan-in 16)
+        # std 0.02 makes the content ~10x weaker than the sincos positions, and JEPA training
+        # then collapses to position-only features; at ViT-H/14 (fan-in 588) both are ~0.03.
+        weight = self.patch_embed.proj.weight
+        nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute block activations in the backward pass to save memory."""
