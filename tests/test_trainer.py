@@ -32,6 +32,7 @@ def make_trainer(cfg, **trainer_overrides):
 
 
 def test_loss_decreases_on_a_tiny_run(tiny_cfg):
+    tiny_cfg.optim.lr = tiny_cfg.optim.start_lr = 2e-3
     trainer = make_trainer(tiny_cfg, max_steps=30)
     losses = trainer.fit()
     assert len(losses) == 30

@@ -85,6 +85,14 @@ def build_mask_generator(cfg: MaskConfig, grid_size: tuple[int, int]) -> MultiBl
 
 def build_dataset(cfg: DataConfig, **overrides: Any):
     """``create_dataset(cfg.name, **cfg.params, **overrides)``."""
+    if isinstance(cfg, DictConfig):
+        missing = [f"data.{key}" for key in OmegaConf.missing_keys(cfg)]
+        missing = [k for k in missing if k.split(".")[-1] not in overrides]
+        if missing:
+            raise ValueError(
+                f"required config value(s) not set: {', '.join(missing)} "
+                f"(e.g. jepalab train {missing[0]}=/path/to/data)"
+            )
     params = {**_plain(cfg.params), **overrides}
     return create_dataset(cfg.name, **params)
 
