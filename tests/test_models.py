@@ -120,8 +120,9 @@ def _reference_predictor(p: MaskedPredictor, ctx_feats, context: Ragged, targets
     return torch.cat(outs)
 
 
-def test_predictor_matches_reference_forward():
-    p = create_predictor(
+@pytest.fixture
+def small_predictor() -> MaskedPredictor:
+    return create_predictor(
         "masked_vit_predictor",
         grid_size=(4, 4),
         encoder_dim=24,
@@ -129,6 +130,10 @@ def test_predictor_matches_reference_forward():
         depth=2,
         num_heads=2,
     )
+
+
+def test_predictor_matches_reference_forward(small_predictor):
+    p = small_predictor
     context = Ragged.from_sequences([[0, 1, 2, 5], [3, 7, 8]])
     targets = Ragged.from_sequences([[10, 11], [12], [0, 4, 5], [15]])  # 2 blocks per sample
     feats = torch.randn(context.total, 24)
@@ -139,15 +144,8 @@ def test_predictor_matches_reference_forward():
     )
 
 
-def test_target_blocks_do_not_see_each_other():
-    p = create_predictor(
-        "masked_vit_predictor",
-        grid_size=(4, 4),
-        encoder_dim=24,
-        embed_dim=16,
-        depth=2,
-        num_heads=2,
-    )
+def test_target_blocks_do_not_see_each_other(small_predictor):
+    p = small_predictor
     context = Ragged.from_sequences([[0, 1, 2]])
     feats = torch.randn(3, 24)
     a = p(feats, context, Ragged.from_sequences([[10, 11], [12]]))

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from jepalab.experiment import build_experiment, run_dir_of
+from jepalab.experiment import build_experiment, build_trainer, run_dir_of
 from jepalab.methods.base import Method, MethodOutput
 from jepalab.train import BadDataError, NonFiniteLossError, Trainer
 from jepalab.train.checkpoint import list_checkpoints, load_latest, save_atomic
@@ -18,17 +18,7 @@ from jepalab.train.schedules import cosine, warmup_cosine
 def make_trainer(cfg, **trainer_overrides):
     for key, value in trainer_overrides.items():
         setattr(cfg.trainer, key, value)
-    exp = build_experiment(cfg)
-    return Trainer(
-        exp.method,
-        exp.dataset,
-        exp.collate_fn,
-        cfg.data.batch_size,
-        cfg.trainer,
-        cfg.optim,
-        run_dir_of(cfg),
-        cfg.data.num_workers,
-    )
+    return build_trainer(cfg, build_experiment(cfg))
 
 
 def test_loss_decreases_on_a_tiny_run(tiny_cfg):

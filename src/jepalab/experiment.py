@@ -53,7 +53,9 @@ def build_encoder(cfg: EncoderConfig) -> nn.Module:
     return encoder
 
 
-def build_predictor(cfg: PredictorConfig, encoder: nn.Module) -> nn.Module:
+def build_predictor(
+    cfg: PredictorConfig, encoder: nn.Module, attn_backend: str = "auto"
+) -> nn.Module:
     """The predictor for ``encoder``'s patch grid and width."""
     return create_predictor(
         cfg.name,
@@ -63,7 +65,7 @@ def build_predictor(cfg: PredictorConfig, encoder: nn.Module) -> nn.Module:
         depth=cfg.depth,
         num_heads=cfg.num_heads or encoder.num_heads,
         drop_path_rate=cfg.drop_path_rate,
-        attn_backend=getattr(encoder.blocks[0].attn, "backend", "auto"),
+        attn_backend=attn_backend,
     )
 
 
@@ -108,7 +110,7 @@ class Experiment:
 
 def _build_ijepa(cfg: Config) -> Experiment:
     encoder = build_encoder(cfg.encoder)
-    predictor = build_predictor(cfg.predictor, encoder)
+    predictor = build_predictor(cfg.predictor, encoder, cfg.encoder.attn_backend)
     method = IJEPA(encoder, predictor, ema=tuple(cfg.method.ema), loss=cfg.method.loss)
     masks = build_mask_generator(cfg.mask, encoder.grid_size)
     return Experiment(method, build_dataset(cfg.data), MaskCollator(masks, cfg.trainer.seed))
@@ -129,6 +131,21 @@ def run_dir_of(cfg: Config) -> Path:
     return Path(cfg.run_dir) if cfg.run_dir else Path("runs") / cfg.name
 
 
+def build_trainer(cfg: Config, exp: Experiment, run_config: dict | None = None) -> Trainer:
+    """The Trainer for an experiment, writing to :func:`run_dir_of` ``(cfg)``."""
+    return Trainer(
+        exp.method,
+        exp.dataset,
+        exp.collate_fn,
+        cfg.data.batch_size,
+        cfg.trainer,
+        cfg.optim,
+        run_dir_of(cfg),
+        cfg.data.num_workers,
+        run_config,
+    )
+
+
 def train(cfg: Config) -> dict[str, Any]:
     """Pretrain as configured, then (if ``eval.linear_probe``) probe the frozen encoder.
 
@@ -139,17 +156,7 @@ def train(cfg: Config) -> dict[str, Any]:
     resolved = _plain(cfg)
     (run_dir / "config.json").write_text(json.dumps(resolved, indent=2))
     exp = build_experiment(cfg)
-    trainer = Trainer(
-        exp.method,
-        exp.dataset,
-        exp.collate_fn,
-        cfg.data.batch_size,
-        cfg.trainer,
-        cfg.optim,
-        run_dir,
-        cfg.data.num_workers,
-        resolved,
-    )
+    trainer = build_trainer(cfg, exp, resolved)
     log.info(
         "run %s: %d steps (%d per epoch), %.1fM trainable parameters, device %s",
         run_dir,

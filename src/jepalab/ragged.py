@@ -40,6 +40,19 @@ def segment_arange(starts: Tensor, lengths: Tensor) -> Tensor:
     return torch.arange(total, device=starts.device) + shift
 
 
+def offsets_to_seq_ids(offsets: Tensor) -> Tensor:
+    """``(S + 1,)`` offsets -> ``(total,)`` index of the sequence each element belongs to."""
+    lengths = offsets[1:] - offsets[:-1]
+    return torch.arange(lengths.numel(), device=offsets.device).repeat_interleave(lengths)
+
+
+def offsets_to_positions(offsets: Tensor) -> Tensor:
+    """``(S + 1,)`` offsets -> ``(total,)`` position of each element inside its sequence."""
+    lengths = offsets[1:] - offsets[:-1]
+    total = int(offsets[-1])
+    return torch.arange(total, device=offsets.device) - offsets[:-1].repeat_interleave(lengths)
+
+
 def lengths_to_offsets(lengths: Tensor) -> Tensor:
     """``(S,)`` lengths -> ``(S + 1,)`` int64 offsets starting at 0."""
     offsets = lengths.new_zeros(lengths.numel() + 1, dtype=torch.long)
@@ -109,15 +122,11 @@ class Ragged:
 
     def seq_ids(self) -> Tensor:
         """``(total,)`` index of the sequence each element belongs to."""
-        return torch.arange(self.num_seqs, device=self.values.device).repeat_interleave(
-            self.lengths
-        )
+        return offsets_to_seq_ids(self.offsets)
 
     def positions(self) -> Tensor:
         """``(total,)`` position of each element inside its own sequence."""
-        return torch.arange(self.total, device=self.values.device) - self.offsets[
-            :-1
-        ].repeat_interleave(self.lengths)
+        return offsets_to_positions(self.offsets)
 
     def sequences(self) -> list[Tensor]:
         """The sequences as a list of 1-D tensors (for inspection and tests)."""

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from jepalab.ragged import lengths_to_offsets
+from jepalab.ragged import lengths_to_offsets, offsets_to_positions, offsets_to_seq_ids
 
 BACKENDS = ("auto", "sdpa", "math")
 
@@ -72,11 +72,7 @@ class VarlenLayout:
     def padded_index(self) -> Tensor:
         """``(T,)`` row of each packed token in a ``(S * max_len)`` padded batch."""
         if "padded_index" not in self._cache:
-            lengths = self.lengths
-            seq = torch.arange(self.num_seqs, device=lengths.device).repeat_interleave(lengths)
-            pos = torch.arange(self.total, device=lengths.device) - self.offsets[
-                :-1
-            ].repeat_interleave(lengths)
+            seq, pos = offsets_to_seq_ids(self.offsets), offsets_to_positions(self.offsets)
             self._cache["padded_index"] = seq * self.max_len + pos
         return self._cache["padded_index"]
 

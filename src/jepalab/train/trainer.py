@@ -115,10 +115,11 @@ class Trainer:
         self.dataset, self.collate_fn = dataset, collate_fn
         self.batch_size, self.num_workers = batch_size, num_workers
         self.run_config = run_config
-        self.steps_per_epoch = len(dataset) // batch_size  # type: ignore[arg-type]
+        num_samples = len(dataset)  # type: ignore[arg-type]
+        self.steps_per_epoch = num_samples // batch_size
         if self.steps_per_epoch == 0:
             raise ValueError(
-                f"data.batch_size={batch_size} is larger than the dataset ({len(dataset)} samples)"  # type: ignore[arg-type]
+                f"data.batch_size={batch_size} is larger than the dataset ({num_samples} samples)"
             )
         self.total_steps = max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
         self.last_step = min(self.total_steps, cfg.max_steps or self.total_steps)
