@@ -1,11 +1,16 @@
 #!/usr/bin/env python
 """Time one training step of a recipe and print JSON.
 
-The default recipe is the I-JEPA reference point of the docs: ViT-Ti/16 at 224 px, batch 16,
-predictor depth 6 width 192, 1 context + 4 target blocks (paper mask settings), fp32.
+Recipes (``--recipe``):
+
+* ``ijepa`` (default) -- the I-JEPA reference point of the docs: ViT-Ti/16 at 224 px, batch
+  16, predictor depth 6 width 192, 1 context + 4 target blocks (paper mask settings), fp32.
+* ``vjepa`` -- V-JEPA: ViT-Ti/16 over 16-frame clips at 112 px (2x16x16 tubelets, an 8x7x7
+  grid), batch 8, predictor depth 6 width 192, the paper's short- and long-range 3-D masks.
 
     python scripts/benchmark.py                      # every token kept (jepalab default)
     python scripts/benchmark.py --parity             # the reference's trim-to-batch-minimum
+    python scripts/benchmark.py --recipe vjepa --set encoder.img_size=224
     python scripts/benchmark.py --set encoder=vit_small_patch16 --batch-size 32
 
 Reports ``step_ms`` (median of the timed steps, after warm-up), ``images_per_s``,
@@ -44,12 +49,30 @@ REFERENCE_POINT = [
     "predictor.depth=6",
     "mask=multiblock",
 ]
+VJEPA_POINT = [
+    "encoder=vit_tiny_patch16",
+    "encoder.img_size=112",
+    "encoder.in_chans=3",
+    "encoder.patch_size=16",
+    "encoder.num_frames=16",
+    "encoder.tubelet_size=2",
+    "encoder.depth=12",
+    "predictor.embed_dim=192",
+    "predictor.depth=6",
+    "predictor.num_heads=3",
+    "mask=multiblock3d",
+]
+RECIPES = {  # base experiment, reference point, parity mask config, default batch size
+    "ijepa": ("ijepa_digits", REFERENCE_POINT, "mask=multiblock_parity", 16),
+    "vjepa": ("vjepa_moving_digits", VJEPA_POINT, "mask=multiblock3d_parity", 8),
+}
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--experiment", default="ijepa_digits", help="base experiment config")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--recipe", default="ijepa", choices=sorted(RECIPES))
+    p.add_argument("--experiment", default=None, help="base experiment config (recipe's)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the recipe's")
     p.add_argument("--steps", type=int, default=8, help="timed steps")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     p.add_argument("--parity", action="store_true", help="reference trimming + sampler quirks")
@@ -70,9 +93,11 @@ def main() -> None:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides = [f"experiment={args.experiment}", *REFERENCE_POINT, *args.set]
+    experiment, point, parity, batch_size = RECIPES[args.recipe]
+    args.batch_size = args.batch_size or batch_size
+    overrides = [f"experiment={args.experiment or experiment}", *point, *args.set]
     if args.parity:
-        overrides.append("mask=multiblock_parity")
+        overrides.append(parity)
     register_configs()
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
@@ -86,7 +111,8 @@ def main() -> None:
     exp = build_experiment(cfg)
     method = exp.method.to(device).train()
     optimizer = build_adamw(method, cfg.optim.lr, cfg.optim.weight_decay)
-    shape = (cfg.encoder.in_chans, cfg.encoder.img_size, cfg.encoder.img_size)
+    frames = (cfg.encoder.num_frames,) if cfg.encoder.num_frames > 1 else ()
+    shape = (cfg.encoder.in_chans, *frames, cfg.encoder.img_size, cfg.encoder.img_size)
     gen = torch.Generator().manual_seed(0)
 
     def make_batch(step: int):
@@ -147,11 +173,13 @@ def main() -> None:
             "encoder": cfg.encoder.name,
             "img_size": cfg.encoder.img_size,
             "patch_size": cfg.encoder.patch_size,
+            "num_frames": cfg.encoder.num_frames,
+            "tubelet_size": cfg.encoder.tubelet_size if cfg.encoder.num_frames > 1 else None,
             "depth": cfg.encoder.depth,
             "predictor_depth": cfg.predictor.depth,
             "predictor_width": cfg.predictor.embed_dim,
             "batch_size": args.batch_size,
-            "num_targets": cfg.mask.num_targets,
+            "mask": cfg.mask.name,
             "precision": str(dtype or torch.float32),
             "overrides": overrides,
         },

@@ -22,6 +22,20 @@ TINY_OVERRIDES = [
 ]
 
 
+# V-JEPA on 4-frame 16x16 moving digits: a (2, 4, 4) tubelet grid.
+TINY_VIDEO_OVERRIDES = [
+    *TINY_OVERRIDES,
+    "predictor.num_heads=2",
+    "encoder.img_size=16",
+    "encoder.patch_size=4",
+    "encoder.num_frames=4",
+    "data.params.canvas_size=16",
+    "data.params.num_frames=4",
+    "data.params.digit_size=[6,8]",
+    "data.params.speed=[0.5,1.5]",
+]
+
+
 def compose_config(overrides: list[str] | None = None, experiment: str | None = None):
     """Compose ``configs/config.yaml`` exactly as the CLI does, with overrides."""
     register_configs()
@@ -34,6 +48,19 @@ def compose_config(overrides: list[str] | None = None, experiment: str | None = 
 def tiny_cfg(tmp_path):
     cfg = compose_config(TINY_OVERRIDES + [f"run_dir={tmp_path / 'run'}"])
     return cfg
+
+
+@pytest.fixture
+def tiny_video_cfg(tmp_path):
+    return compose_config(
+        TINY_VIDEO_OVERRIDES + [f"run_dir={tmp_path / 'run'}"], experiment="vjepa_moving_digits"
+    )
+
+
+@pytest.fixture(params=["ijepa", "vjepa"])
+def tiny_any_cfg(request):
+    """The tiny config of each masked-latent method: both train in the one Trainer."""
+    return request.getfixturevalue("tiny_cfg" if request.param == "ijepa" else "tiny_video_cfg")
 
 
 @pytest.fixture(autouse=True)

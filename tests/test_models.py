@@ -105,7 +105,7 @@ def _reference_predictor(p: MaskedPredictor, ctx_feats, context: Ragged, targets
         x = torch.cat(
             [
                 p.predictor_embed(ctx_seqs[b]) + pos[context.sequences()[b]],
-                p.mask_token[0] + pos[tgt],
+                p.mask_tokens[0] + pos[tgt],
             ]
         )[None]
         for blk in p.predictor_blocks:

@@ -2,7 +2,8 @@
 
 Hydra validates every YAML file and command-line override against these dataclasses, so a
 misspelt key fails at start-up with a message naming it (``Key 'lrr' not in 'OptimConfig'``).
-Defaults here are the I-JEPA paper's; the YAML files under ``configs/`` cite their sources.
+Defaults here are the I-JEPA paper's; the YAML files under ``configs/`` cite their sources
+(V-JEPA recipes override them through their own config group entries).
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ class EncoderConfig:
     num_heads: int | None = None
     drop_path_rate: float = 0.0
     attn_backend: str = "auto"
-    grad_checkpointing: bool = False
+    grad_checkpointing: bool = False  # activation checkpointing of every block
+    num_frames: int = 1  # > 1: a video ViT over tubelets (V-JEPA: 16)
+    tubelet_size: int = 2  # frames per tubelet (V-JEPA: 2)
+    pos_embed: str = "sincos"  # sincos (I-JEPA, V-JEPA) | rope (V-JEPA 2)
 
 
 @dataclass
@@ -39,11 +43,24 @@ class PredictorConfig:
     depth: int = 12
     num_heads: int | None = None  # None: the encoder's number of heads, as in I-JEPA
     drop_path_rate: float = 0.0
+    pos_embed: str | None = None  # None: the encoder's (sincos | rope)
+
+
+@dataclass
+class BlockMaskConfig:
+    """One V-JEPA mask configuration (an entry of ``cfgs_mask`` in the V-JEPA configs)."""
+
+    num_blocks: int = 8
+    spatial_scale: list[float] = field(default_factory=lambda: [0.15, 0.15])
+    temporal_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    aspect_ratio: list[float] = field(default_factory=lambda: [0.75, 1.5])
+    max_temporal_keep: float = 1.0
 
 
 @dataclass
 class MaskConfig:
-    """Multi-block masks (I-JEPA ``configs/in1k_vith14_ep300.yaml``)."""
+    """Multi-block masks: ``multiblock`` (I-JEPA ``configs/in1k_vith14_ep300.yaml``) or
+    ``multiblock3d`` (V-JEPA; its mask configurations are the entries of ``blocks``)."""
 
     name: str = "multiblock"
     context_scale: list[float] = field(default_factory=lambda: [0.85, 1.0])
@@ -54,6 +71,7 @@ class MaskConfig:
     allow_overlap: bool = False
     trim_to_batch_min: bool = False  # reference parity only: drops tokens
     reference_quirks: bool = False  # reference parity only: its sampler's biases
+    blocks: list[BlockMaskConfig] = field(default_factory=list)  # multiblock3d only
 
 
 @dataclass
@@ -79,8 +97,9 @@ class DataConfig:
 class MethodConfig:
     """The training objective."""
 
-    name: str = "ijepa"
-    loss: str = "smooth_l1"
+    name: str = "ijepa"  # ijepa | vjepa
+    loss: str = "smooth_l1"  # smooth_l1 (I-JEPA) | l1 (V-JEPA) | mse
+    loss_exp: float = 1.0  # exponent p of the l1 loss |d|^p / p (V-JEPA loss_exp)
     ema: list[float] = field(default_factory=lambda: [0.996, 1.0])  # I-JEPA momentum schedule
 
 
@@ -128,8 +147,13 @@ class TrainerConfig:
 
 @dataclass
 class EvalConfig:
-    linear_probe: bool = True
+    """Frozen-feature evaluation after training, on ``data.probe``'s labelled splits."""
+
+    probe: str = "linear"  # linear (I-JEPA, pooled) | attentive (V-JEPA) | none
     batch_size: int = 256
+    attentive_epochs: int = 20
+    attentive_heads: int = 4
+    attentive_depth: int = 1  # 1: one cross-attention block (V-JEPA); 4: V-JEPA 2's probe
 
 
 @dataclass

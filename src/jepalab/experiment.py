@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from einops import rearrange
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from jepalab.config import Config, DataConfig, EncoderConfig, MaskConfig, PredictorConfig
 from jepalab.data import create_dataset
+from jepalab.eval.attentive_probe import fit_attentive_probe
 from jepalab.eval.linear_probe import (
     ProbeResult,
     encoder_featurizer,
@@ -28,8 +30,14 @@ from jepalab.eval.linear_probe import (
     format_table,
     pixel_featurizer,
 )
-from jepalab.masks import MaskCollator, MultiBlockMaskGenerator
-from jepalab.methods import IJEPA, Method
+from jepalab.masks import (
+    BlockSpec,
+    MaskCollator,
+    MaskGenerator,
+    MultiBlock3DMaskGenerator,
+    MultiBlockMaskGenerator,
+)
+from jepalab.methods import IJEPA, VJEPA, Method
 from jepalab.models import create_encoder, create_predictor
 from jepalab.train import Trainer
 
@@ -43,7 +51,10 @@ def build_encoder(cfg: EncoderConfig) -> nn.Module:
         in_chans=cfg.in_chans,
         drop_path_rate=cfg.drop_path_rate,
         attn_backend=cfg.attn_backend,
+        pos_embed=cfg.pos_embed,
     )
+    if cfg.num_frames > 1:
+        kwargs.update(num_frames=cfg.num_frames, tubelet_size=cfg.tubelet_size)
     for key in ("patch_size", "embed_dim", "depth", "num_heads"):
         if getattr(cfg, key) is not None:
             kwargs[key] = getattr(cfg, key)
@@ -54,9 +65,12 @@ def build_encoder(cfg: EncoderConfig) -> nn.Module:
 
 
 def build_predictor(
-    cfg: PredictorConfig, encoder: nn.Module, attn_backend: str = "auto"
+    cfg: PredictorConfig,
+    encoder: nn.Module,
+    attn_backend: str = "auto",
+    num_mask_tokens: int = 1,
 ) -> nn.Module:
-    """The predictor for ``encoder``'s patch grid and width."""
+    """The predictor for ``encoder``'s token grid, width and positional scheme."""
     return create_predictor(
         cfg.name,
         grid_size=encoder.grid_size,
@@ -66,12 +80,43 @@ def build_predictor(
         num_heads=cfg.num_heads or encoder.num_heads,
         drop_path_rate=cfg.drop_path_rate,
         attn_backend=attn_backend,
+        num_mask_tokens=num_mask_tokens,
+        pos_embed=cfg.pos_embed or encoder.pos_embed_kind,
     )
 
 
-def build_mask_generator(cfg: MaskConfig, grid_size: tuple[int, int]) -> MultiBlockMaskGenerator:
+MASKS = ("multiblock", "multiblock3d")
+
+
+def build_mask_generator(cfg: MaskConfig, grid_size: tuple[int, ...]) -> MaskGenerator:
+    """I-JEPA 2-D multi-block masks or V-JEPA 3-D multi-block masks, by ``cfg.name``."""
+    if cfg.name == "multiblock3d":
+        if not cfg.blocks:
+            raise ValueError("mask.blocks is empty: multiblock3d needs mask configurations")
+        specs = [
+            BlockSpec(
+                num_blocks=b.num_blocks,
+                spatial_scale=tuple(b.spatial_scale),
+                temporal_scale=tuple(b.temporal_scale),
+                aspect_ratio=tuple(b.aspect_ratio),
+                max_temporal_keep=b.max_temporal_keep,
+            )
+            for b in cfg.blocks
+        ]
+        return MultiBlock3DMaskGenerator(
+            grid_size,
+            specs,
+            min_keep=cfg.min_keep,
+            trim_to_batch_min=cfg.trim_to_batch_min,
+            reference_quirks=cfg.reference_quirks,
+        )
     if cfg.name != "multiblock":
-        raise ValueError(f"mask.name={cfg.name!r} is unknown; available: ['multiblock']")
+        raise ValueError(f"mask.name={cfg.name!r} is unknown; available: {list(MASKS)}")
+    if len(grid_size) != 2:
+        raise ValueError(
+            f"mask.name=multiblock samples 2-D blocks but the encoder's grid is {grid_size}; "
+            "use mask=multiblock3d for video"
+        )
     return MultiBlockMaskGenerator(
         grid_size=grid_size,
         context_scale=tuple(cfg.context_scale),
@@ -108,15 +153,32 @@ class Experiment:
     collate_fn: Callable
 
 
-def _build_ijepa(cfg: Config) -> Experiment:
-    encoder = build_encoder(cfg.encoder)
-    predictor = build_predictor(cfg.predictor, encoder, cfg.encoder.attn_backend)
-    method = IJEPA(encoder, predictor, ema=tuple(cfg.method.ema), loss=cfg.method.loss)
-    masks = build_mask_generator(cfg.mask, encoder.grid_size)
-    return Experiment(method, build_dataset(cfg.data), MaskCollator(masks, cfg.trainer.seed))
+def _masked_jepa_builder(method_cls: type[IJEPA]) -> Callable[[Config], Experiment]:
+    """I-JEPA and V-JEPA build the same way: encoder, masks, predictor, EMA method."""
+
+    def build(cfg: Config) -> Experiment:
+        encoder = build_encoder(cfg.encoder)
+        masks = build_mask_generator(cfg.mask, encoder.grid_size)
+        predictor = build_predictor(
+            cfg.predictor, encoder, cfg.encoder.attn_backend, masks.num_mask_tokens
+        )
+        method = method_cls(
+            encoder,
+            predictor,
+            ema=tuple(cfg.method.ema),
+            loss=cfg.method.loss,
+            loss_exp=cfg.method.loss_exp,
+        )
+        collate = MaskCollator(masks, cfg.trainer.seed)
+        return Experiment(method, build_dataset(cfg.data), collate)
+
+    return build
 
 
-METHODS: dict[str, Callable[[Config], Experiment]] = {"ijepa": _build_ijepa}
+METHODS: dict[str, Callable[[Config], Experiment]] = {
+    "ijepa": _masked_jepa_builder(IJEPA),
+    "vjepa": _masked_jepa_builder(VJEPA),
+}
 
 
 def build_experiment(cfg: Config) -> Experiment:
@@ -147,10 +209,12 @@ def build_trainer(cfg: Config, exp: Experiment, run_config: dict | None = None) 
 
 
 def train(cfg: Config) -> dict[str, Any]:
-    """Pretrain as configured, then (if ``eval.linear_probe``) probe the frozen encoder.
+    """Pretrain as configured, then (``eval.probe``) probe the frozen encoder.
 
     Returns a summary with the final loss and the probe table.
     """
+    if cfg.eval.probe not in PROBES:
+        raise ValueError(f"eval.probe={cfg.eval.probe!r} is not one of {PROBES}")
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved = _plain(cfg)
@@ -169,32 +233,81 @@ def train(cfg: Config) -> dict[str, Any]:
     summary: dict[str, Any] = {"run_dir": str(run_dir), "step": trainer.step}
     if losses:
         summary["final_loss"] = losses[-1]
-    if cfg.eval.linear_probe and cfg.data.probe is not None:
+    if cfg.eval.probe != "none" and cfg.data.probe is not None:
         results = probe(cfg, exp.method.eval_encoder, trainer.device)
         table = format_table(results)
-        print("\nLinear probe on frozen features (held-out split):\n" + table, flush=True)
+        kind = "Linear probe" if cfg.eval.probe == "linear" else "Attentive probe"
+        print(f"\n{kind} on frozen features (held-out split):\n" + table, flush=True)
         summary["probe"] = {k: asdict(v) for k, v in results.items()}
         (run_dir / "probe.json").write_text(json.dumps(summary["probe"], indent=2))
     return summary
 
 
+PROBES = ("linear", "attentive", "none")
+
+
 def probe(cfg: Config, encoder: nn.Module, device: torch.device) -> dict[str, ProbeResult]:
-    """Linear probes of raw pixels, a randomly initialised encoder and ``encoder``."""
+    """Probe raw pixels, a randomly initialised encoder and ``encoder`` on ``data.probe``.
+
+    ``eval.probe=linear``: logistic regression on average-pooled features (I-JEPA).
+    ``eval.probe=attentive``: V-JEPA's attentive probe on all tokens; raw pixels enter as the
+    encoder's own patch/tubelet grid of pixel tokens.
+    """
     train_set = build_dataset(cfg.data, **_plain(cfg.data.probe.train))
     test_set = build_dataset(cfg.data, **_plain(cfg.data.probe.test))
     torch.manual_seed(cfg.trainer.seed + 1)
     random_encoder = build_encoder(cfg.encoder).to(device)
-    candidates = {
-        "raw pixels": pixel_featurizer,
-        "random-init encoder": encoder_featurizer(random_encoder),
-        "trained encoder": encoder_featurizer(encoder),
-    }
+    batch_size = cfg.eval.batch_size
+    if cfg.eval.probe == "linear":
+        candidates = {
+            "raw pixels": pixel_featurizer,
+            "random-init encoder": encoder_featurizer(random_encoder),
+            "trained encoder": encoder_featurizer(encoder),
+        }
+
+        def fit(train_xy, test_xy):
+            return fit_linear_probe(train_xy, test_xy, seed=cfg.trainer.seed)
+
+    else:
+        candidates = {
+            "raw pixels": pixel_tokens(encoder),
+            "random-init encoder": random_encoder.eval(),
+            "trained encoder": encoder.eval(),
+        }
+
+        def fit(train_xy, test_xy):
+            return fit_attentive_probe(
+                train_xy,
+                test_xy,
+                num_heads=cfg.eval.attentive_heads,
+                depth=cfg.eval.attentive_depth,
+                epochs=cfg.eval.attentive_epochs,
+                seed=cfg.trainer.seed,
+                device=device,
+            )
+
     results = {}
     for name, featurize in candidates.items():
-        train_xy = extract_features(featurize, train_set, cfg.eval.batch_size, device)
-        test_xy = extract_features(featurize, test_set, cfg.eval.batch_size, device)
-        results[name] = fit_linear_probe(train_xy, test_xy, seed=cfg.trainer.seed)
+        log.info("probe: %s", name)
+        train_xy = extract_features(featurize, train_set, batch_size, device)
+        test_xy = extract_features(featurize, test_set, batch_size, device)
+        results[name] = fit(train_xy, test_xy)
     return results
+
+
+def pixel_tokens(encoder: nn.Module):
+    """Raw pixels cut into ``encoder``'s patch (or tubelet) grid: ``x -> (B, N, pixels)``."""
+    patch = encoder.patch_embed.patch_size
+    tubelet = getattr(encoder, "tubelet_size", 1) if getattr(encoder, "num_frames", 1) > 1 else 1
+
+    def featurize(x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 4:
+            return rearrange(x, "b c (h p) (w q) -> b (h w) (c p q)", p=patch, q=patch)
+        return rearrange(
+            x, "b c (t u) (h p) (w q) -> b (t h w) (c u p q)", u=tubelet, p=patch, q=patch
+        )
+
+    return featurize
 
 
 def _plain(node: Any) -> Any:

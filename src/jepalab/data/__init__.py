@@ -1,7 +1,12 @@
 """Datasets and a name -> constructor registry (configs refer to datasets by name).
 
-Built-in names: ``digits_canvas`` (:class:`DigitsCanvas`, embedded, no download) and
-``image_folder`` (:class:`ImageFolderDataset`, users' own images).
+Built-in names:
+
+* ``digits_canvas`` (:class:`DigitsCanvas`): embedded handwritten digits, images, no download;
+* ``image_folder`` (:class:`ImageFolderDataset`): users' own images;
+* ``moving_digits`` (:class:`MovingDigits`): embedded moving handwritten digits, video clips
+  with motion labels, no download;
+* ``video_files`` (:class:`VideoDataset`): users' own videos (list file or folder, decord).
 """
 
 from __future__ import annotations
@@ -12,15 +17,28 @@ from typing import Any, TypeVar
 
 from jepalab.data.digits import DIGITS_MEAN, DIGITS_STD, DigitsCanvas
 from jepalab.data.image_folder import IMG_EXTENSIONS, ImageFolderDataset
+from jepalab.data.moving_digits import (
+    MOVING_DIGITS_MEAN,
+    MOVING_DIGITS_STD,
+    MovingDigits,
+    export_mp4,
+)
+from jepalab.data.video import VIDEO_EXTENSIONS, VideoDataset
 
 __all__ = [
     "DATASETS",
     "DIGITS_MEAN",
     "DIGITS_STD",
     "IMG_EXTENSIONS",
+    "MOVING_DIGITS_MEAN",
+    "MOVING_DIGITS_STD",
+    "VIDEO_EXTENSIONS",
     "DigitsCanvas",
     "ImageFolderDataset",
+    "MovingDigits",
+    "VideoDataset",
     "create_dataset",
+    "export_mp4",
     "list_datasets",
     "register_dataset",
 ]
@@ -101,3 +119,5 @@ def create_dataset(name: str, **kwargs: Any) -> Any:
 
 register_dataset("digits_canvas")(DigitsCanvas)
 register_dataset("image_folder")(ImageFolderDataset)
+register_dataset("moving_digits")(MovingDigits)
+register_dataset("video_files")(VideoDataset)

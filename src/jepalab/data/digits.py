@@ -31,6 +31,39 @@ _SPLITS = ("train", "test", "all")
 _SEED_STRIDE = 1_000_003
 
 
+def load_digit_split(
+    split: str = "train", test_fraction: float = 0.25, split_seed: int = 0
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The source digits of one split, shared by :class:`DigitsCanvas` and ``MovingDigits``.
+
+    Args:
+        split: ``"train"``, ``"test"`` or ``"all"``. Train and test are a stratified split of
+            ``load_digits()``, so they never share a digit and keep every class's share.
+        test_fraction: Fraction of the source digits in the test split.
+        split_seed: Seed of the train/test split.
+
+    Returns:
+        ``(digits, labels, source_indices)``: float32 ``(N, 8, 8)`` intensities in ``[0, 1]``,
+        LongTensor ``(N,)`` digit classes and LongTensor ``(N,)`` indices into ``load_digits()``.
+    """
+    if split not in _SPLITS:
+        raise ValueError(f"unknown digits split {split!r}; use one of {list(_SPLITS)}.")
+    bunch = load_digits()
+    images = np.asarray(bunch.images, dtype=np.float32) / 16.0  # (1797, 8, 8) in [0, 1]
+    targets = np.asarray(bunch.target, dtype=np.int64)
+    all_idx = np.arange(len(targets))
+    if split == "all":
+        chosen = all_idx
+    else:
+        # Stratified so that every class keeps its share in both splits.
+        train_idx, test_idx = train_test_split(
+            all_idx, test_size=test_fraction, random_state=split_seed, stratify=targets
+        )
+        chosen = np.sort(train_idx if split == "train" else test_idx)
+    digits = torch.from_numpy(images[chosen]).contiguous()
+    return digits, torch.from_numpy(targets[chosen]).long(), torch.from_numpy(chosen).long()
+
+
 class DigitsCanvas(Dataset):
     """Handwritten sklearn digits, randomly scaled and placed on a black canvas.
 
@@ -96,22 +129,9 @@ class DigitsCanvas(Dataset):
         self.random_placement = bool(random_placement)
         self.placement_seed = int(placement_seed)
 
-        bunch = load_digits()
-        images = np.asarray(bunch.images, dtype=np.float32) / 16.0  # (1797, 8, 8) in [0, 1]
-        targets = np.asarray(bunch.target, dtype=np.int64)
-        all_idx = np.arange(len(targets))
-        if split == "all":
-            chosen = all_idx
-        else:
-            # Stratified so that every class keeps its share in both splits.
-            train_idx, test_idx = train_test_split(
-                all_idx, test_size=test_fraction, random_state=split_seed, stratify=targets
-            )
-            chosen = np.sort(train_idx if split == "train" else test_idx)
-
-        self.source_indices = torch.from_numpy(chosen).long()
-        self._digits = torch.from_numpy(images[chosen]).contiguous()  # (N, 8, 8)
-        self._labels = torch.from_numpy(targets[chosen]).long()  # (N,)
+        self._digits, self._labels, self.source_indices = load_digit_split(
+            split, test_fraction, split_seed
+        )
 
     def __len__(self) -> int:
         return len(self._labels)

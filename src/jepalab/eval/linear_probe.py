@@ -44,9 +44,13 @@ def pixel_featurizer(images: Tensor) -> Tensor:
 
 @dataclass
 class ProbeResult:
+    """Accuracies of a probe on frozen features, and the hyper-parameters picked on the
+    validation part of the training split (``{"l2": ...}`` for the linear probe,
+    ``{"lr": ..., "weight_decay": ...}`` for the attentive probe)."""
+
     train_accuracy: float
     test_accuracy: float
-    l2: float
+    hparams: dict[str, float]
     val_accuracy: float
 
 
@@ -54,7 +58,10 @@ L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2)  # L2 penalties tried by cross-validation
 
 
 def _standardise(train: Tensor, *others: Tensor) -> list[Tensor]:
-    mean, std = train.mean(0), train.std(0).clamp_min(1e-6)
+    """Per-channel (last dim) standardisation with statistics of ``train`` only; features may
+    be pooled ``(n, D)`` or tokens ``(n, N, D)``."""
+    flat = train.reshape(-1, train.shape[-1])
+    mean, std = flat.mean(0), flat.std(0).clamp_min(1e-6)
     return [(x - mean) / std for x in (train, *others)]
 
 
@@ -118,19 +125,30 @@ def fit_linear_probe(
     return ProbeResult(
         train_accuracy=_accuracy(xs_train, y_train, wb),
         test_accuracy=_accuracy(xs_test, y_test, wb),
-        l2=best,
+        hparams={"l2": best},
         val_accuracy=scores[best],
     )
 
 
+_HPARAM_ABBREVIATIONS = {"weight_decay": "wd"}
+
+
+def format_hparams(hparams: dict[str, float]) -> str:
+    """``{"lr": 1e-3, "weight_decay": 0.1}`` -> ``"lr=0.001 wd=0.1"``."""
+    return " ".join(f"{_HPARAM_ABBREVIATIONS.get(k, k)}={v:g}" for k, v in hparams.items())
+
+
 def format_table(rows: dict[str, ProbeResult]) -> str:
-    """A plain-text table of probe results."""
+    """A plain-text table of probe results; the last column holds the chosen hyper-parameters,
+    so linear and attentive probes can share one table."""
     width = max(len(name) for name in rows) + 2
-    lines = [f"{'features':<{width}}{'test acc':>10}{'train acc':>11}{'l2':>8}"]
+    hparams = {name: format_hparams(r.hparams) for name, r in rows.items()}
+    hwidth = max(len("hparams"), *(len(h) for h in hparams.values()))
+    lines = [f"{'features':<{width}}{'test acc':>10}{'train acc':>11}  {'hparams':<{hwidth}}"]
     lines.append("-" * len(lines[0]))
     for name, r in rows.items():
         lines.append(
             f"{name:<{width}}{100 * r.test_accuracy:>9.1f}%{100 * r.train_accuracy:>10.1f}%"
-            f"{r.l2:>8g}"
+            f"  {hparams[name]}"
         )
     return "\n".join(lines)

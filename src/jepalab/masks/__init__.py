@@ -1,6 +1,22 @@
 """Mask samplers and collators; masks are variable-length index sets (:mod:`jepalab.ragged`)."""
 
-from jepalab.masks.collator import MaskCollator, MaskedBatch
+from jepalab.masks.collator import MaskCollator, MaskedBatch, MaskGenerator
 from jepalab.masks.multiblock import MaskBatch, MultiBlockMaskGenerator
+from jepalab.masks.multiblock3d import (
+    LONG_RANGE,
+    SHORT_RANGE,
+    BlockSpec,
+    MultiBlock3DMaskGenerator,
+)
 
-__all__ = ["MaskBatch", "MaskCollator", "MaskedBatch", "MultiBlockMaskGenerator"]
+__all__ = [
+    "LONG_RANGE",
+    "SHORT_RANGE",
+    "BlockSpec",
+    "MaskBatch",
+    "MaskCollator",
+    "MaskGenerator",
+    "MaskedBatch",
+    "MultiBlock3DMaskGenerator",
+    "MultiBlockMaskGenerator",
+]

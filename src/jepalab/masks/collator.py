@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from jepalab.data.collate import SampleBatch, collate_samples
 from jepalab.data.sampling import SampleKey, mix_seed
-from jepalab.masks.multiblock import MaskBatch, MultiBlockMaskGenerator
+from jepalab.masks.multiblock import MaskBatch
+
+
+class MaskGenerator(Protocol):
+    """What a collator needs of a mask sampler (2-D multi-block, 3-D multi-block, ...)."""
+
+    num_mask_tokens: int
+
+    def __call__(self, batch_size: int, rng: np.random.Generator) -> MaskBatch: ...
 
 
 @dataclass
@@ -27,7 +35,7 @@ class MaskCollator:
     whichever worker builds the batch and after a resume.
     """
 
-    def __init__(self, generator: MultiBlockMaskGenerator, seed: int) -> None:
+    def __init__(self, generator: MaskGenerator, seed: int) -> None:
         self.generator, self.seed = generator, seed
 
     def __call__(self, items: Sequence[tuple[Any, SampleKey]]) -> MaskedBatch:

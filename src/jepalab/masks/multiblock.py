@@ -32,21 +32,40 @@ class MaskBatch:
     """Token indices for one batch.
 
     Attributes:
-        context: ``B`` sequences, the patches the context encoder sees (sorted).
-        targets: ``B * M`` sequences, the patches of each target block (sorted), ordered
-            sample-major: sequence ``b * M + m`` is block ``m`` of sample ``b``.
-        num_targets: ``M``, target blocks per sample.
+        context: ``B * K`` sequences, the tokens the context encoder sees (sorted), ordered
+            sample-major: sequence ``b * K + k`` is context ``k`` of sample ``b``.
+        targets: ``B * M`` sequences, the tokens to predict (sorted), sample-major. Target
+            ``m`` of a sample is predicted from its context ``m // (M / K)``.
+        num_targets: ``M``, target sequences per sample (I-JEPA: 4 blocks).
+        num_contexts: ``K``, context sequences per sample (I-JEPA: 1; V-JEPA: one per mask
+            configuration).
+        mask_ids: ``(M,)`` which mask configuration (and learnable mask token) each target
+            sequence of a sample belongs to; ``None`` means all 0.
     """
 
     context: Ragged
     targets: Ragged
     num_targets: int
+    num_contexts: int = 1
+    mask_ids: torch.Tensor | None = None
+
+    @property
+    def num_mask_configs(self) -> int:
+        return 1 if self.mask_ids is None else int(self.mask_ids.max()) + 1
+
+    def target_mask_ids(self) -> torch.Tensor | None:
+        """``(B * M,)`` mask configuration of every target sequence, or ``None``."""
+        if self.mask_ids is None:
+            return None
+        return self.mask_ids.repeat(self.targets.num_seqs // self.num_targets)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> MaskBatch:
         return MaskBatch(
             self.context.to(device, non_blocking),
             self.targets.to(device, non_blocking),
             self.num_targets,
+            self.num_contexts,
+            None if self.mask_ids is None else self.mask_ids.to(device, non_blocking=non_blocking),
         )
 
 
@@ -95,6 +114,11 @@ class MultiBlockMaskGenerator:
         if self.min_keep > h * w:
             raise ValueError(f"mask.min_keep={self.min_keep} exceeds the {h}x{w} grid")
         self.num_relaxed = 0  # samples whose context needed relaxed constraints
+
+    @property
+    def num_mask_tokens(self) -> int:
+        """Learnable mask tokens a predictor needs for these masks (one configuration)."""
+        return 1
 
     # -- block geometry ---------------------------------------------------------------------
     def block_size(self, rng: np.random.Generator, scale: Range, aspect: Range) -> tuple[int, int]:

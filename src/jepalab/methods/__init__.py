@@ -2,5 +2,6 @@
 
 from jepalab.methods.base import Method, MethodOutput
 from jepalab.methods.ijepa import IJEPA
+from jepalab.methods.vjepa import VJEPA
 
-__all__ = ["IJEPA", "Method", "MethodOutput"]
+__all__ = ["IJEPA", "VJEPA", "Method", "MethodOutput"]

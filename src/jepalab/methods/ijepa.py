@@ -7,34 +7,50 @@ context encoder embeds only the visible patches; the predictor maps them, plus m
 the target positions, to predictions. The loss is the smooth-L1 distance between the two
 (the released code uses ``smooth_l1_loss``; the paper writes L2), averaged over all target
 tokens of all blocks.
+
+The same objective, with 3-D masks and an L1 loss, is V-JEPA (:mod:`jepalab.methods.vjepa`):
+:class:`IJEPA` is written for any number of contexts and mask configurations per sample.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from jepalab.masks.collator import MaskedBatch
 from jepalab.methods.base import Method, MethodOutput
 from jepalab.models.ema import EMATarget, ema_momentum
 
-LOSSES = {
-    "smooth_l1": F.smooth_l1_loss,
-    "l1": F.l1_loss,
-    "mse": F.mse_loss,
-}
+LOSSES = ("smooth_l1", "l1", "mse")
+
+
+def token_loss(prediction: Tensor, target: Tensor, loss: str, loss_exp: float = 1.0) -> Tensor:
+    """Per-token loss ``(T,)``, averaged over feature channels.
+
+    ``"l1"`` is V-JEPA's ``|p - t|^loss_exp / loss_exp`` (plain L1 for ``loss_exp=1``);
+    ``"smooth_l1"`` is I-JEPA's release (beta 1); ``"mse"`` the squared error.
+    """
+    if loss == "smooth_l1":
+        return F.smooth_l1_loss(prediction, target, reduction="none").mean(-1)
+    if loss == "mse":
+        return (prediction - target).square().mean(-1)
+    if loss == "l1":
+        diff = (prediction - target).abs()
+        return (diff if loss_exp == 1.0 else diff.pow(loss_exp) / loss_exp).mean(-1)
+    raise ValueError(f"method.loss={loss!r} is not one of {LOSSES}")
 
 
 class IJEPA(Method):
-    """The I-JEPA objective.
+    """The I-JEPA objective (and, with 3-D masks and its defaults, V-JEPA's).
 
     Args:
-        encoder: context encoder, called as ``encoder(images)`` -> ``(B, N, D)`` and
-            ``encoder(images, keep)`` -> ``(T, D)`` (see :class:`VisionTransformer`).
-        predictor: called as ``predictor(features, context, targets)`` -> ``(Tt, D)``.
+        encoder: context encoder, called as ``encoder(x)`` -> ``(B, N, D)`` and
+            ``encoder(x, keep)`` -> ``(T, D)`` (see :class:`VisionTransformer`).
+        predictor: called as ``predictor(features, context, targets, mask_ids)`` -> ``(Tt, D)``.
         ema: momentum at the start and at the end of training (I-JEPA: 0.996 -> 1.0).
-        loss: ``"smooth_l1"`` (I-JEPA release), ``"l1"`` or ``"mse"``.
+        loss: one of :data:`LOSSES` (I-JEPA release: ``"smooth_l1"``).
+        loss_exp: exponent of the ``"l1"`` loss.
     """
 
     def __init__(
@@ -43,22 +59,25 @@ class IJEPA(Method):
         predictor: nn.Module,
         ema: tuple[float, float] = (0.996, 1.0),
         loss: str = "smooth_l1",
+        loss_exp: float = 1.0,
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
-            raise ValueError(f"method.loss={loss!r} is not one of {sorted(LOSSES)}")
+            raise ValueError(f"method.loss={loss!r} is not one of {LOSSES}")
+        if loss_exp <= 0:
+            raise ValueError(f"method.loss_exp must be positive, got {loss_exp}")
         self.context_encoder = encoder
         self.target_encoder = EMATarget(encoder)
         self.predictor = predictor
         self.ema = (float(ema[0]), float(ema[1]))
-        self.loss_name = loss
+        self.loss_name, self.loss_exp = loss, float(loss_exp)
 
     @property
     def eval_encoder(self) -> nn.Module:
-        return self.target_encoder.module  # I-JEPA evaluates the target encoder
+        return self.target_encoder.module  # I-JEPA and V-JEPA evaluate the target encoder
 
     @torch.no_grad()
-    def targets(self, batch: MaskedBatch):
+    def targets(self, batch: MaskedBatch) -> Tensor:
         """Layer-normed target-encoder features at every target token, ``(Tt, D)``."""
         masks = batch.masks
         features = self.target_encoder(batch.images)  # (B, N, D)
@@ -67,14 +86,33 @@ class IJEPA(Method):
         # LayerNorm is per token, so normalising only the gathered targets is identical.
         return F.layer_norm(features.reshape(b * n, d)[index], (d,))
 
+    def loss(self, prediction: Tensor, target: Tensor, batch: MaskedBatch) -> Tensor:
+        """Mean token loss within each mask configuration, then mean over configurations.
+
+        With one configuration (I-JEPA) this is the mean over all target tokens; with
+        several (V-JEPA) each configuration weighs the same whatever its number of tokens.
+        """
+        per_token = token_loss(
+            prediction, target.to(prediction.dtype), self.loss_name, self.loss_exp
+        )
+        masks = batch.masks
+        config_of_seq = masks.target_mask_ids()
+        if config_of_seq is None:
+            return per_token.mean()
+        num = masks.num_mask_configs
+        config = config_of_seq.repeat_interleave(masks.targets.lengths)
+        sums = per_token.new_zeros(num).index_add_(0, config, per_token)
+        counts = torch.bincount(config, minlength=num).clamp_min(1).to(per_token.dtype)
+        return (sums / counts).mean()
+
     def forward(self, batch: MaskedBatch) -> MethodOutput:
         masks = batch.masks
         if masks is None:
-            raise ValueError("I-JEPA needs masked batches; use a MaskCollator")
+            raise ValueError(f"{type(self).__name__} needs masked batches; use a MaskCollator")
         target = self.targets(batch)
         context = self.context_encoder(batch.images, keep=masks.context)
-        prediction = self.predictor(context, masks.context, masks.targets)
-        loss = LOSSES[self.loss_name](prediction, target.to(prediction.dtype))
+        prediction = self.predictor(context, masks.context, masks.targets, masks.target_mask_ids())
+        loss = self.loss(prediction, target, batch)
         num_samples = batch.images.shape[0]
         metrics = {
             "context_tokens": masks.context.total / num_samples,

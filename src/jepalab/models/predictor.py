@@ -1,23 +1,34 @@
-"""The I-JEPA masked-latent predictor (Assran et al. 2023, Sec. 3, "Predictor").
+"""The masked-latent predictor of I-JEPA (Assran et al. 2023, Sec. 3, "Predictor") and V-JEPA
+(Bardes et al. 2024, Sec. 3.2).
 
 A narrow ViT: context features are projected to the predictor width and given their
-positions; one learnable mask token plus the position of each target patch stands for every
+positions; a learnable mask token plus the position of each target token stands for every
 token to predict; after the blocks, the target tokens are normed and projected back to the
-encoder width.
+encoder width. Positions are sincos tables (I-JEPA, V-JEPA) or rotary (V-JEPA 2) over the
+encoder's 2-D patch or 3-D tubelet grid.
 
-As in the reference, each target block is predicted in its own sequence
-``[context tokens of the sample, mask tokens of the block]``, so blocks never see each other.
-All sequences of a batch are packed (see :mod:`jepalab.ragged`): a sample keeps all its
-context tokens and nothing is padded.
+Each target sequence is predicted in its own sequence ``[its context tokens, its mask
+tokens]``, so targets never see each other: I-JEPA's four blocks of a sample share the
+sample's context; each of V-JEPA's mask configurations has its own context and its own mask
+token. All sequences of a batch are packed (see :mod:`jepalab.ragged`): a sample keeps all
+its context tokens and nothing is padded.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
 
 from jepalab.kernels.attention import VarlenLayout
-from jepalab.models.layers import Block, drop_path_rates, init_transformer_weights, sincos_2d
+from jepalab.models.layers import (
+    Block,
+    GridRoPE,
+    drop_path_rates,
+    init_transformer_weights,
+    sincos_grid,
+)
 from jepalab.models.registry import register_predictor
 from jepalab.ragged import Ragged, lengths_to_offsets, segment_arange
 
@@ -26,11 +37,13 @@ class MaskedPredictor(nn.Module):
     """Predict target-patch features from context-patch features.
 
     Args:
-        grid_size: the encoder's patch grid ``(H, W)``.
+        grid_size: the encoder's token grid, ``(H, W)`` patches or ``(T, H, W)`` tubelets.
         encoder_dim: width of the encoder features (input and output).
-        embed_dim: predictor width (384 in I-JEPA).
+        embed_dim: predictor width (384 in I-JEPA and V-JEPA).
         depth: number of blocks (12 for ViT-H in I-JEPA, 6 for smaller encoders).
         num_heads: attention heads (I-JEPA uses the encoder's).
+        num_mask_tokens: learnable mask tokens, one per mask configuration (V-JEPA: 2).
+        pos_embed: ``"sincos"`` or ``"rope"``.
     """
 
     def __init__(
@@ -46,14 +59,29 @@ class MaskedPredictor(nn.Module):
         norm_eps: float = 1e-6,
         init_std: float = 0.02,
         attn_backend: str = "auto",
+        num_mask_tokens: int = 1,
+        pos_embed: str = "sincos",
+        rope_reference_layout: bool = False,
     ) -> None:
         super().__init__()
-        self.grid_size = tuple(grid_size)
-        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        if pos_embed not in ("sincos", "rope"):
+            raise ValueError(f"predictor pos_embed={pos_embed!r} is not 'sincos' or 'rope'")
+        if num_mask_tokens < 1:
+            raise ValueError(f"num_mask_tokens must be >= 1, got {num_mask_tokens}")
+        self.grid_size = tuple(int(s) for s in grid_size)
+        self.num_patches = math.prod(self.grid_size)
         self.encoder_dim, self.embed_dim = encoder_dim, embed_dim
         self.predictor_embed = nn.Linear(encoder_dim, embed_dim)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.register_buffer("predictor_pos_embed", sincos_2d(embed_dim, self.grid_size)[None])
+        self.mask_tokens = nn.Parameter(torch.zeros(num_mask_tokens, embed_dim))
+        self.rope: GridRoPE | None = None
+        if pos_embed == "sincos":
+            pos = sincos_grid(embed_dim, self.grid_size)[None]
+            self.register_buffer("predictor_pos_embed", pos)
+        else:
+            self.predictor_pos_embed = None
+            self.rope = GridRoPE(
+                self.grid_size, embed_dim // num_heads, reference_layout=rope_reference_layout
+            )
         rates = drop_path_rates(drop_path_rate, depth)
         self.predictor_blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, rate, norm_eps, attn_backend)
@@ -62,45 +90,65 @@ class MaskedPredictor(nn.Module):
         self.predictor_norm = nn.LayerNorm(embed_dim, eps=norm_eps)
         self.predictor_proj = nn.Linear(embed_dim, encoder_dim)
         init_transformer_weights(self, self.predictor_blocks, init_std)
-        nn.init.trunc_normal_(self.mask_token, std=init_std)
+        nn.init.trunc_normal_(self.mask_tokens, std=init_std)
 
-    def forward(self, context_features: Tensor, context: Ragged, targets: Ragged) -> Tensor:
+    def forward(
+        self,
+        context_features: Tensor,
+        context: Ragged,
+        targets: Ragged,
+        mask_ids: Tensor | None = None,
+    ) -> Tensor:
         """Predict the features of every target token.
 
         Args:
             context_features: ``(Tc, encoder_dim)`` packed context-encoder output.
-            context: ``B`` sequences of context token indices (matching the packing above).
-            targets: ``B * M`` sequences of target token indices, ``M`` blocks per sample,
-                ordered sample-major (sequence ``b * M + m``).
+            context: ``C`` sequences of context token indices (matching the packing above).
+            targets: ``S = C * r`` sequences of target token indices; target sequence ``s``
+                is predicted from context sequence ``s // r`` (I-JEPA: ``C = B`` contexts and
+                ``r = 4`` blocks each; V-JEPA: one context per target, ``r = 1``).
+            mask_ids: ``(S,)`` which mask token each target sequence uses (default 0).
 
         Returns:
             ``(Tt, encoder_dim)`` predictions packed in ``targets.values`` order.
         """
-        batch, num_seqs = context.num_seqs, targets.num_seqs
-        if batch == 0 or num_seqs % batch:
-            raise ValueError(f"{num_seqs} target sequences is not a multiple of batch {batch}")
-        pos = self.predictor_pos_embed[0]
-        ctx = self.predictor_embed(context_features) + pos[context.values]
-        tgt = self.mask_token[0] + pos[targets.values]
+        num_ctx, num_seqs = context.num_seqs, targets.num_seqs
+        if num_ctx == 0 or num_seqs % num_ctx:
+            raise ValueError(
+                f"{num_seqs} target sequences is not a multiple of {num_ctx} context sequences"
+            )
+        ctx = self.predictor_embed(context_features)
+        if mask_ids is None:
+            tgt = self.mask_tokens[0].expand(targets.total, -1)
+        else:
+            tgt = self.mask_tokens[mask_ids.repeat_interleave(targets.lengths)]
+        if self.predictor_pos_embed is not None:
+            pos = self.predictor_pos_embed[0]
+            ctx, tgt = ctx + pos[context.values], tgt + pos[targets.values]
 
-        # Sequence s = (b, m) is [context of sample b, target block s]; build where every
-        # token comes from and where it goes in the packed predictor input.
-        sample = torch.arange(num_seqs, device=ctx.device) // (num_seqs // batch)
-        ctx_len, tgt_len = context.lengths[sample], targets.lengths
+        # Sequence s is [context s // r, target s]; build where every token comes from and
+        # where it goes in the packed predictor input.
+        source = torch.arange(num_seqs, device=ctx.device) // (num_seqs // num_ctx)
+        ctx_len, tgt_len = context.lengths[source], targets.lengths
         offsets = lengths_to_offsets(ctx_len + tgt_len)
-        ctx_src = segment_arange(context.offsets[:-1][sample], ctx_len)
+        ctx_src = segment_arange(context.offsets[:-1][source], ctx_len)
         ctx_dst = segment_arange(offsets[:-1], ctx_len)
         tgt_dst = segment_arange(offsets[:-1] + ctx_len, tgt_len)
         x = ctx.new_zeros(int(offsets[-1]), self.embed_dim)
         x = x.index_copy(0, ctx_dst, ctx[ctx_src]).index_copy(0, tgt_dst, tgt)
 
+        rope = None
+        if self.rope is not None:
+            index = context.values.new_zeros(int(offsets[-1]))
+            index = index.index_copy(0, ctx_dst, context.values[ctx_src])
+            rope = self.rope(index.index_copy(0, tgt_dst, targets.values))
         layout = VarlenLayout(offsets, int((ctx_len + tgt_len).max()))
         for blk in self.predictor_blocks:
-            x = blk(x, layout)
+            x = blk(x, layout, rope)
         return self.predictor_proj(self.predictor_norm(x[tgt_dst]))
 
 
 @register_predictor
 def masked_vit_predictor(**kwargs) -> MaskedPredictor:
-    """The I-JEPA predictor; pass ``grid_size`` and ``encoder_dim`` of the encoder."""
+    """The I-JEPA / V-JEPA predictor; pass ``grid_size`` and ``encoder_dim`` of the encoder."""
     return MaskedPredictor(**kwargs)

@@ -1,8 +1,15 @@
-"""Vision Transformer encoder (Dosovitskiy et al. 2021) as used by I-JEPA (Assran et al. 2023).
+"""Vision Transformer encoder (Dosovitskiy et al. 2021) for images (I-JEPA, Assran et al.
+2023) and videos (V-JEPA, Bardes et al. 2024; V-JEPA 2, Assran et al. 2025).
 
-The context encoder of I-JEPA sees only the visible patches: pass ``keep`` (a :class:`Ragged`
-of per-sample token indices) and the encoder gathers those tokens, adds their positions and
-runs every block on the packed tokens -- no token is dropped and no padding is computed.
+One encoder family: ``num_frames == 1`` embeds ``(B, C, H, W)`` images into a 2-D patch grid,
+``num_frames > 1`` embeds ``(B, C, T, H, W)`` clips into a 3-D grid of tubelets. Positions are
+fixed sincos tables added to the tokens (I-JEPA, V-JEPA) or rotary embeddings applied to
+queries and keys in every block (V-JEPA 2); either way they are looked up by token index.
+
+The context encoder sees only the visible tokens: pass ``keep`` (a :class:`Ragged` of token
+indices, one or more sequences per sample) and the encoder gathers those tokens with their
+positions and runs every block on the packed tokens -- no token is dropped and no padding is
+computed.
 """
 
 from __future__ import annotations
@@ -13,22 +20,30 @@ from torch.utils.checkpoint import checkpoint
 from jepalab.kernels.attention import VarlenLayout
 from jepalab.models.layers import (
     Block,
+    GridRoPE,
     PatchEmbed,
+    TubeletEmbed,
     drop_path_rates,
     init_transformer_weights,
-    sincos_2d,
+    sincos_grid,
 )
 from jepalab.models.registry import register_encoder
 from jepalab.ragged import Ragged
 
+POS_EMBEDS = ("sincos", "rope")
+
 
 class VisionTransformer(nn.Module):
-    """ViT encoder over a patch grid with fixed 2-D sincos positions and no class token.
+    """ViT encoder over a patch (or tubelet) grid, without a class token.
 
     Args:
         img_size: input side (or ``(H, W)``).
         patch_size: patch side; the token grid is ``img_size / patch_size``.
         in_chans: input channels.
+        num_frames: frames per clip; ``1`` for images, ``> 1`` switches to tubelets.
+        tubelet_size: frames per tubelet (video only; V-JEPA: 2).
+        pos_embed: ``"sincos"`` (fixed, added to the tokens) or ``"rope"`` (rotary, per head).
+        rope_reference_layout: reproduce V-JEPA 2's rotary channel layout (for its weights).
         embed_dim, depth, num_heads, mlp_ratio, qkv_bias: transformer shape.
         drop_path_rate: stochastic depth, linearly increasing over blocks.
         norm_eps: LayerNorm epsilon (1e-6 in I-JEPA).
@@ -50,14 +65,34 @@ class VisionTransformer(nn.Module):
         norm_eps: float = 1e-6,
         init_std: float = 0.02,
         attn_backend: str = "auto",
+        num_frames: int = 1,
+        tubelet_size: int = 2,
+        pos_embed: str = "sincos",
+        rope_reference_layout: bool = False,
     ) -> None:
         super().__init__()
+        if pos_embed not in POS_EMBEDS:
+            raise ValueError(f"pos_embed={pos_embed!r} is not one of {POS_EMBEDS}")
         self.embed_dim = self.num_features = embed_dim
         self.num_heads = num_heads
-        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
-        self.grid_size = self.patch_embed.grid_size
+        self.num_frames, self.tubelet_size = num_frames, tubelet_size
+        if num_frames > 1:
+            self.patch_embed = TubeletEmbed(
+                img_size, patch_size, num_frames, tubelet_size, in_chans, embed_dim
+            )
+        else:
+            self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
+        self.grid_size: tuple[int, ...] = self.patch_embed.grid_size
         self.num_patches = self.patch_embed.num_patches
-        self.register_buffer("pos_embed", sincos_2d(embed_dim, self.grid_size)[None])
+        self.pos_embed_kind = pos_embed
+        self.rope: GridRoPE | None = None
+        if pos_embed == "sincos":
+            self.register_buffer("pos_embed", sincos_grid(embed_dim, self.grid_size)[None])
+        else:
+            self.pos_embed = None
+            self.rope = GridRoPE(
+                self.grid_size, embed_dim // num_heads, reference_layout=rope_reference_layout
+            )
         rates = drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, rate, norm_eps, attn_backend)
@@ -78,33 +113,41 @@ class VisionTransformer(nn.Module):
         self.grad_checkpointing = enable
 
     def tokens(self, x: Tensor) -> Tensor:
-        """Patch tokens with positions, ``(B, C, H, W)`` -> ``(B, N, D)``."""
-        return self.patch_embed(x) + self.pos_embed
+        """Patch tokens (with additive positions), ``(B, C, [T,] H, W)`` -> ``(B, N, D)``."""
+        tokens = self.patch_embed(x)
+        return tokens if self.pos_embed is None else tokens + self.pos_embed
 
     def forward(self, x: Tensor, keep: Ragged | None = None) -> Tensor:
-        """Encode images.
+        """Encode images or clips.
 
         Args:
-            x: ``(B, C, H, W)`` images.
-            keep: optional per-sample indices (into the ``N`` patch grid) of the tokens the
-                encoder may see, one sequence per sample.
+            x: ``(B, C, H, W)`` images or ``(B, C, T, H, W)`` clips.
+            keep: optional indices (into the ``N`` tokens of the grid) of the tokens the
+                encoder may see: ``k * B`` sequences, sequence ``b * k + j`` from sample ``b``
+                (``k > 1`` when each sample has several contexts, e.g. V-JEPA's masks).
 
         Returns:
-            ``(B, N, D)`` features of all patches when ``keep`` is None, else ``(T, D)``
+            ``(B, N, D)`` features of all tokens when ``keep`` is None, else ``(T, D)``
             features of the kept tokens packed in ``keep.values`` order.
         """
         tokens = self.tokens(x)
         layout = None
+        rope = None if self.rope is None else self.rope()
         if keep is not None:
-            if keep.num_seqs != x.shape[0]:
-                raise ValueError(f"keep has {keep.num_seqs} sequences for a batch of {x.shape[0]}")
-            tokens = tokens.reshape(-1, self.embed_dim)[keep.flat_index(self.num_patches)]
+            batch = x.shape[0]
+            if keep.num_seqs == 0 or keep.num_seqs % batch:
+                raise ValueError(
+                    f"keep has {keep.num_seqs} sequences, not a multiple of the batch {batch}"
+                )
+            index = keep.flat_index(self.num_patches, seqs_per_row=keep.num_seqs // batch)
+            tokens = tokens.reshape(-1, self.embed_dim)[index]
             layout = VarlenLayout.from_lengths(keep.lengths)
+            rope = None if self.rope is None else self.rope(keep.values)
         for blk in self.blocks:
             if self.grad_checkpointing and self.training:
-                tokens = checkpoint(blk, tokens, layout, use_reentrant=False)
+                tokens = checkpoint(blk, tokens, layout, rope, use_reentrant=False)
             else:
-                tokens = blk(tokens, layout)
+                tokens = blk(tokens, layout, rope)
         return self.norm(tokens)
 
     def forward_features(self, x: Tensor) -> Tensor:
@@ -140,4 +183,4 @@ for _size in VIT_SIZES:
     for _patch in (14, 16):
         _register_vit(_size, _patch)
 
-__all__ = ["VIT_SIZES", "VisionTransformer"]
+__all__ = ["POS_EMBEDS", "VIT_SIZES", "VisionTransformer"]

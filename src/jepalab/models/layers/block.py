@@ -13,6 +13,9 @@ from timm.layers import Mlp
 from torch import Tensor, nn
 
 from jepalab.kernels.attention import VarlenLayout, attention
+from jepalab.models.layers.rope import apply_rope
+
+Rope = tuple[Tensor, Tensor]  # (cos, sin), each (tokens, 1, head_dim); see GridRoPE
 
 
 def drop_path(x: Tensor, p: float, training: bool, layout: VarlenLayout | None) -> Tensor:
@@ -53,7 +56,11 @@ def init_transformer_weights(module: nn.Module, blocks: nn.ModuleList, std: floa
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention on dense ``(B, L, C)`` or packed ``(T, C)`` tokens."""
+    """Multi-head self-attention on dense ``(B, L, C)`` or packed ``(T, C)`` tokens.
+
+    With ``rope`` (rotary tables of the tokens, :class:`~jepalab.models.layers.GridRoPE`),
+    queries and keys are rotated by their grid positions before attention (V-JEPA 2).
+    """
 
     def __init__(
         self, dim: int, num_heads: int, qkv_bias: bool = True, backend: str = "auto"
@@ -67,10 +74,14 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, layout: VarlenLayout | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, layout: VarlenLayout | None = None, rope: Rope | None = None
+    ) -> Tensor:
         lead = x.shape[:-1]  # (B, L) dense or (T,) packed
         qkv = self.qkv(x).reshape(*lead, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.unbind(-3)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         out = attention(q, k, v, layout=layout, backend=self.backend)
         return self.proj(out.reshape(*lead, -1))
 
@@ -95,7 +106,9 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, hidden_features=int(dim * mlp_ratio), act_layer=nn.GELU)
 
-    def forward(self, x: Tensor, layout: VarlenLayout | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, layout: VarlenLayout | None = None, rope: Rope | None = None
+    ) -> Tensor:
         p, training = self.drop_path, self.training
-        x = x + drop_path(self.attn(self.norm1(x), layout), p, training, layout)
+        x = x + drop_path(self.attn(self.norm1(x), layout, rope), p, training, layout)
         return x + drop_path(self.mlp(self.norm2(x)), p, training, layout)
