@@ -29,8 +29,6 @@ TINY_VIDEO_OVERRIDES = [
     "encoder.img_size=16",
     "encoder.patch_size=4",
     "encoder.num_frames=4",
-    "data.params.canvas_size=16",
-    "data.params.num_frames=4",
     "data.params.digit_size=[6,8]",
     "data.params.speed=[0.5,1.5]",
 ]

@@ -152,8 +152,13 @@ class EvalConfig:
     probe: str = "linear"  # linear (I-JEPA, pooled) | attentive (V-JEPA) | none
     batch_size: int = 256
     attentive_epochs: int = 20
+    attentive_batch_size: int = 128
     attentive_heads: int = 4
     attentive_depth: int = 1  # 1: one cross-attention block (V-JEPA); 4: V-JEPA 2's probe
+    # (lr, weight decay) grid, picked on a validation part of the training split; a single
+    # pair is trained once on the whole training split
+    attentive_lr: list[float] = field(default_factory=lambda: [1.0e-3, 3.0e-4])
+    attentive_weight_decay: list[float] = field(default_factory=lambda: [0.01, 0.1])
 
 
 @dataclass

@@ -282,6 +282,9 @@ def probe(cfg: Config, encoder: nn.Module, device: torch.device) -> dict[str, Pr
                 num_heads=cfg.eval.attentive_heads,
                 depth=cfg.eval.attentive_depth,
                 epochs=cfg.eval.attentive_epochs,
+                batch_size=cfg.eval.attentive_batch_size,
+                lr_grid=tuple(cfg.eval.attentive_lr),
+                weight_decay_grid=tuple(cfg.eval.attentive_weight_decay),
                 seed=cfg.trainer.seed,
                 device=device,
             )

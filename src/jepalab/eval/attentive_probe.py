@@ -294,24 +294,29 @@ def fit_attentive_probe(
     the ``lr_grid x weight_decay_grid`` grid are trained on the training split minus a
     validation part (``val_fraction``); the pair with the best validation accuracy (the first
     in grid order on ties) is refitted on the whole training split. The test split is used
-    for the reported accuracy only. Deterministic given ``seed`` (fp32).
+    for the reported accuracy only. A one-pair grid needs no selection: it is trained once on
+    the whole training split (``val_accuracy`` is then NaN). Deterministic given ``seed`` (fp32).
     """
     x_train, y_train = (t.to(device) for t in _as_tokens(train, "train"))
     x_test, y_test = (t.to(device) for t in _as_tokens(test, "test"))
     num_classes = int(max(y_train.max(), y_test.max())) + 1
-    order = torch.randperm(len(y_train), generator=torch.Generator().manual_seed(seed))
-    n_val = max(1, int(val_fraction * len(order)))
-    val, fit = order[:n_val].to(device), order[n_val:].to(device)
     options = dict(num_heads=num_heads, depth=depth, epochs=epochs, batch_size=batch_size)
     grid = [(lr, wd) for lr in lr_grid for wd in weight_decay_grid]
+    if not grid:
+        raise ValueError("fit_attentive_probe: lr_grid and weight_decay_grid must not be empty")
 
-    x_fit, x_val = _standardise(x_train[fit], x_train[val])
-    probes = train_attentive_classifiers(
-        x_fit, y_train[fit], num_classes, grid, seed=seed, **options
-    )
-    scores = [_accuracy(p, x_val, y_train[val], batch_size) for p in probes]
-    del x_fit, x_val, probes
-    best = max(range(len(grid)), key=scores.__getitem__)
+    best, scores = 0, [float("nan")]
+    if len(grid) > 1:
+        order = torch.randperm(len(y_train), generator=torch.Generator().manual_seed(seed))
+        n_val = max(1, int(val_fraction * len(order)))
+        val, fit = order[:n_val].to(device), order[n_val:].to(device)
+        x_fit, x_val = _standardise(x_train[fit], x_train[val])
+        probes = train_attentive_classifiers(
+            x_fit, y_train[fit], num_classes, grid, seed=seed, **options
+        )
+        scores = [_accuracy(p, x_val, y_train[val], batch_size) for p in probes]
+        del x_fit, x_val, probes
+        best = max(range(len(grid)), key=scores.__getitem__)
 
     xs_train, xs_test = _standardise(x_train, x_test)
     (model,) = train_attentive_classifiers(
