@@ -21,6 +21,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from jepalab.data.files import scan_class_folders
+
 logger = logging.getLogger("jepalab.data")
 
 IMG_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -31,21 +33,6 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 # OSErrors; some malformed headers raise ValueError/SyntaxError; oversized images raise
 # DecompressionBombError (an Exception, not an OSError).
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
-
-
-def _is_image(name: str) -> bool:
-    return name.lower().endswith(IMG_EXTENSIONS) and not name.startswith(".")
-
-
-def _images_under(folder: Path) -> list[Path]:
-    """All image files below ``folder`` (recursive, sorted, hidden entries skipped)."""
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        # Editing dirnames in place prunes the walk; hidden folders are tool clutter
-        # (.ipynb_checkpoints, .DS_Store dirs), never data.
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(Path(dirpath) / f for f in sorted(filenames) if _is_image(f))
-    return found
 
 
 def build_transform(img_size: int, train: bool, crop_scale: tuple[float, float]) -> v2.Compose:
@@ -127,36 +114,11 @@ class ImageFolderDataset(Dataset):
         self.image_size = int(img_size)
         self.train = bool(train)
         self.num_corrupt = 0
-        self.samples, self.classes = self._scan(self.root)
+        self.samples, self.classes = scan_class_folders(
+            self.root, IMG_EXTENSIONS, "ImageFolderDataset", "image"
+        )
         self.num_classes = len(self.classes)
         self.transform = build_transform(self.image_size, self.train, crop_scale)
-
-    @staticmethod
-    def _scan(root: Path) -> tuple[list[tuple[Path, int]], list[str]]:
-        class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        per_class = [(d.name, _images_under(d)) for d in class_dirs]
-        per_class = [(name, files) for name, files in per_class if files]
-        top_level = sorted(p for p in root.iterdir() if p.is_file() and _is_image(p.name))
-
-        if per_class:
-            if top_level:
-                # Mixing layouts is almost always a mistake; say so rather than guess a label.
-                logger.warning(
-                    "ImageFolderDataset: ignoring %d image(s) directly in %s because class "
-                    "folders exist; move them into a class folder to use them.",
-                    len(top_level),
-                    root,
-                )
-            classes = [name for name, _ in per_class]
-            samples = [(f, label) for label, (_, files) in enumerate(per_class) for f in files]
-            return samples, classes
-        if top_level:
-            return [(f, -1) for f in top_level], []
-        raise ValueError(
-            f"ImageFolderDataset: no images found in {str(root)!r} (searched class subfolders "
-            f"and the folder itself for extensions {', '.join(IMG_EXTENSIONS)}, "
-            "case-insensitive)."
-        )
 
     def __len__(self) -> int:
         return len(self.samples)

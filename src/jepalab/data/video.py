@@ -50,6 +50,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
+from jepalab.data.files import scan_class_folders
 from jepalab.data.image_folder import IMAGENET_MEAN, IMAGENET_STD
 
 logger = logging.getLogger("jepalab.data")
@@ -67,19 +68,6 @@ def _import_decord() -> ModuleType:
             "without a decord wheel, build it from source (github.com/dmlc/decord)."
         ) from exc
     return decord
-
-
-def _is_video(name: str) -> bool:
-    return name.lower().endswith(VIDEO_EXTENSIONS) and not name.startswith(".")
-
-
-def _videos_under(folder: Path) -> list[Path]:
-    """All video files below ``folder`` (recursive, sorted, hidden entries skipped)."""
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(Path(dirpath) / f for f in sorted(filenames) if _is_video(f))
-    return found
 
 
 def _parse_int(text: str) -> int | None:
@@ -135,30 +123,6 @@ def read_video_list(list_file: str | os.PathLike[str]) -> list[tuple[Path, int]]
     if not samples:
         raise ValueError(f"VideoDataset: list file {str(list_file)!r} lists no videos.")
     return samples
-
-
-def _scan_folder(root: Path) -> tuple[list[tuple[Path, int]], list[str]]:
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    per_class = [(d.name, _videos_under(d)) for d in class_dirs]
-    per_class = [(name, files) for name, files in per_class if files]
-    top_level = sorted(p for p in root.iterdir() if p.is_file() and _is_video(p.name))
-    if per_class:
-        if top_level:
-            logger.warning(
-                "VideoDataset: ignoring %d video(s) directly in %s because class folders "
-                "exist; move them into a class folder to use them.",
-                len(top_level),
-                root,
-            )
-        classes = [name for name, _ in per_class]
-        samples = [(f, label) for label, (_, files) in enumerate(per_class) for f in files]
-        return samples, classes
-    if top_level:
-        return [(f, -1) for f in top_level], []
-    raise ValueError(
-        f"VideoDataset: no videos found in {str(root)!r} (searched class subfolders and the "
-        f"folder itself for extensions {', '.join(VIDEO_EXTENSIONS)}, case-insensitive)."
-    )
 
 
 def clip_indices(num_video_frames: int, num_frames: int, frame_step: int, train: bool) -> Tensor:
@@ -298,7 +262,7 @@ class VideoDataset(Dataset):
                 "or a .csv/.txt list file with one 'path label' per line."
             )
         if source.is_dir():
-            return _scan_folder(source)
+            return scan_class_folders(source, VIDEO_EXTENSIONS, "VideoDataset", "video")
         if source.suffix.lower() not in LIST_EXTENSIONS:
             raise ValueError(
                 f"VideoDataset: source {str(source)!r} is neither a folder nor a list file "
