@@ -205,3 +205,9 @@ def test_patch_and_tubelet_embeddings_equal_their_strided_convolutions():
     clip = torch.randn(2, 3, T, 16, 16)
     expected = video.proj(clip).flatten(2).transpose(1, 2)
     torch.testing.assert_close(video(clip), expected, rtol=1e-5, atol=1e-5)
+    # patchify (also the probe's raw-pixel tokens) follows the token order: token (t=1, r=2,
+    # c=3) holds frames 2-3, rows 8-11, columns 12-15
+    token = 16 + 2 * 4 + 3
+    pixels = clip[0, :, 2:4, 8:12, 12:16].reshape(-1)
+    torch.testing.assert_close(video.patchify(clip)[0, token], pixels)
+    torch.testing.assert_close(image.patchify(x)[1, 6], x[1, :, 4:8, 8:12].reshape(-1))

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from einops import rearrange
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -300,17 +299,7 @@ def probe(cfg: Config, encoder: nn.Module, device: torch.device) -> dict[str, Pr
 
 def pixel_tokens(encoder: nn.Module):
     """Raw pixels cut into ``encoder``'s patch (or tubelet) grid: ``x -> (B, N, pixels)``."""
-    patch = encoder.patch_embed.patch_size
-    tubelet = getattr(encoder, "tubelet_size", 1) if getattr(encoder, "num_frames", 1) > 1 else 1
-
-    def featurize(x: torch.Tensor) -> torch.Tensor:
-        if x.ndim == 4:
-            return rearrange(x, "b c (h p) (w q) -> b (h w) (c p q)", p=patch, q=patch)
-        return rearrange(
-            x, "b c (t u) (h p) (w q) -> b (t h w) (c u p q)", u=tubelet, p=patch, q=patch
-        )
-
-    return featurize
+    return encoder.patch_embed.patchify
 
 
 def _plain(node: Any) -> Any:

@@ -25,7 +25,7 @@ from timm.layers import Mlp
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from jepalab.eval.linear_probe import ProbeResult, _standardise, extract_features
+from jepalab.eval.linear_probe import ProbeResult, extract_features, standardise
 from jepalab.kernels.attention import attention
 from jepalab.models.layers import Block, init_transformer_weights
 from jepalab.train.optim import build_adamw
@@ -310,7 +310,7 @@ def fit_attentive_probe(
         order = torch.randperm(len(y_train), generator=torch.Generator().manual_seed(seed))
         n_val = max(1, int(val_fraction * len(order)))
         val, fit = order[:n_val].to(device), order[n_val:].to(device)
-        x_fit, x_val = _standardise(x_train[fit], x_train[val])
+        x_fit, x_val = standardise(x_train[fit], x_train[val])
         probes = train_attentive_classifiers(
             x_fit, y_train[fit], num_classes, grid, seed=seed, **options
         )
@@ -318,7 +318,7 @@ def fit_attentive_probe(
         del x_fit, x_val, probes
         best = max(range(len(grid)), key=scores.__getitem__)
 
-    xs_train, xs_test = _standardise(x_train, x_test)
+    xs_train, xs_test = standardise(x_train, x_test)
     (model,) = train_attentive_classifiers(
         xs_train, y_train, num_classes, [grid[best]], seed=seed, **options
     )

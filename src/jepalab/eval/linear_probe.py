@@ -57,7 +57,7 @@ class ProbeResult:
 L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2)  # L2 penalties tried by cross-validation
 
 
-def _standardise(train: Tensor, *others: Tensor) -> list[Tensor]:
+def standardise(train: Tensor, *others: Tensor) -> list[Tensor]:
     """Per-channel (last dim) standardisation with statistics of ``train`` only; features may
     be pooled ``(n, D)`` or tokens ``(n, N, D)``."""
     flat = train.reshape(-1, train.shape[-1])
@@ -112,7 +112,7 @@ def fit_linear_probe(
     order = torch.randperm(len(y_train), generator=torch.Generator().manual_seed(seed))
     n_val = max(1, int(val_fraction * len(order)))
     val, fit = order[:n_val], order[n_val:]
-    x_fit, x_val = _standardise(x_train[fit], x_train[val])
+    x_fit, x_val = standardise(x_train[fit], x_train[val])
     scores = {
         l2: _accuracy(
             x_val, y_train[val], train_logistic_regression(x_fit, y_train[fit], num_classes, l2)
@@ -120,7 +120,7 @@ def fit_linear_probe(
         for l2 in l2_grid
     }
     best = max(scores, key=scores.get)
-    xs_train, xs_test = _standardise(x_train, x_test)
+    xs_train, xs_test = standardise(x_train, x_test)
     wb = train_logistic_regression(xs_train, y_train, num_classes, best)
     return ProbeResult(
         train_accuracy=_accuracy(xs_train, y_train, wb),

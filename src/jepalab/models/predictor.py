@@ -122,12 +122,9 @@ class MaskedPredictor(nn.Module):
             tgt = self.mask_tokens[0].expand(targets.total, -1)
         else:
             tgt = self.mask_tokens[mask_ids.repeat_interleave(targets.lengths)]
-        if self.predictor_pos_embed is not None:
-            pos = self.predictor_pos_embed[0]
-            ctx, tgt = ctx + pos[context.values], tgt + pos[targets.values]
 
         # Sequence s is [context s // r, target s]; build where every token comes from and
-        # where it goes in the packed predictor input.
+        # where it goes in the packed predictor input, and its place in the grid.
         source = torch.arange(num_seqs, device=ctx.device) // (num_seqs // num_ctx)
         ctx_len, tgt_len = context.lengths[source], targets.lengths
         offsets = lengths_to_offsets(ctx_len + tgt_len)
@@ -136,12 +133,15 @@ class MaskedPredictor(nn.Module):
         tgt_dst = segment_arange(offsets[:-1] + ctx_len, tgt_len)
         x = ctx.new_zeros(int(offsets[-1]), self.embed_dim)
         x = x.index_copy(0, ctx_dst, ctx[ctx_src]).index_copy(0, tgt_dst, tgt)
+        index = context.values.new_zeros(int(offsets[-1]))
+        index = index.index_copy(0, ctx_dst, context.values[ctx_src])
+        index = index.index_copy(0, tgt_dst, targets.values)
 
         rope = None
-        if self.rope is not None:
-            index = context.values.new_zeros(int(offsets[-1]))
-            index = index.index_copy(0, ctx_dst, context.values[ctx_src])
-            rope = self.rope(index.index_copy(0, tgt_dst, targets.values))
+        if self.predictor_pos_embed is not None:
+            x = x + self.predictor_pos_embed[0][index]
+        else:
+            rope = self.rope(index)
         layout = VarlenLayout(offsets, int((ctx_len + tgt_len).max()))
         for blk in self.predictor_blocks:
             x = blk(x, layout, rope)

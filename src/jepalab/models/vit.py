@@ -131,8 +131,7 @@ class VisionTransformer(nn.Module):
             features of the kept tokens packed in ``keep.values`` order.
         """
         tokens = self.tokens(x)
-        layout = None
-        rope = None if self.rope is None else self.rope()
+        layout, index = None, None
         if keep is not None:
             batch = x.shape[0]
             if keep.num_seqs == 0 or keep.num_seqs % batch:
@@ -141,8 +140,8 @@ class VisionTransformer(nn.Module):
                 )
             index = keep.flat_index(self.num_patches, seqs_per_row=keep.num_seqs // batch)
             tokens = tokens.reshape(-1, self.embed_dim)[index]
-            layout = VarlenLayout.from_lengths(keep.lengths)
-            rope = None if self.rope is None else self.rope(keep.values)
+            layout, index = VarlenLayout.from_lengths(keep.lengths), keep.values
+        rope = None if self.rope is None else self.rope(index)
         for blk in self.blocks:
             if self.grad_checkpointing and self.training:
                 tokens = checkpoint(blk, tokens, layout, rope, use_reentrant=False)

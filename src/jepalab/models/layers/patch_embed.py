@@ -56,10 +56,12 @@ class PatchEmbed(nn.Module):
                 f"input of spatial size {tuple(x.shape[-2:])} does not match the encoder's "
                 f"img_size {self.img_size}; set encoder.img_size to the data's image size"
             )
+        return _linear_embed(self.patchify(x), self.proj)
+
+    def patchify(self, x: Tensor) -> Tensor:
+        """``(B, C, H, W)`` -> ``(B, N, C * p * p)`` raw pixels of every patch, token order."""
         p = self.patch_size
-        return _linear_embed(
-            rearrange(x, "b c (h p) (w q) -> b (h w) (c p q)", p=p, q=p), self.proj
-        )
+        return rearrange(x, "b c (h p) (w q) -> b (h w) (c p q)", p=p, q=p)
 
 
 class TubeletEmbed(nn.Module):
@@ -110,6 +112,9 @@ class TubeletEmbed(nn.Module):
                 f"expected clips (B, C, {expected[0]}, {expected[1]}, {expected[2]}), got "
                 f"{tuple(x.shape)}; set encoder.num_frames / encoder.img_size to the data's"
             )
+        return _linear_embed(self.patchify(x), self.proj)
+
+    def patchify(self, x: Tensor) -> Tensor:
+        """``(B, C, T, H, W)`` -> ``(B, N, C * t * p * p)`` raw pixels of every tubelet."""
         t, p = self.tubelet_size, self.patch_size
-        patches = rearrange(x, "b c (t u) (h p) (w q) -> b (t h w) (c u p q)", u=t, p=p, q=p)
-        return _linear_embed(patches, self.proj)
+        return rearrange(x, "b c (t u) (h p) (w q) -> b (t h w) (c u p q)", u=t, p=p, q=p)
