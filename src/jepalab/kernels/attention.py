@@ -17,6 +17,15 @@ Backends:
 * ``"math"`` — explicit softmax(QK^T)V per sequence; slow, the numerical reference for tests.
 * ``"auto"`` — the fastest correct backend for the device (``"sdpa"`` today; the Triton
   varlen kernels of the GPU-kernel work plug in here).
+
+Frame-causal (block-causal) attention, ``causal_block=K`` on a dense batch: tokens come in
+consecutive blocks of ``K`` (one block per time step, V-JEPA 2-AC's ``[action, state,
+patches]``) and a query of block ``t`` sees every key of blocks ``<= t``. The mask is described
+by that one integer, never materialised as an ``L x L`` tensor: the SDPA backend runs one
+unmasked call per query block over its key prefix (only the useful half of the work; on the
+CPU this beat SDPA with a cached boolean mask by 10-15%), and a kernel can skip the masked
+tiles outright. The reference implementation slices a pre-built 66k x 66k boolean mask every
+forward (V-JEPA 2 ``ac_predictor``), which also keeps SDPA off its flash path.
 """
 
 from __future__ import annotations
@@ -94,6 +103,7 @@ def attention(
     layout: VarlenLayout | None = None,
     backend: str = "auto",
     scale: float | None = None,
+    causal_block: int | None = None,
 ) -> Tensor:
     """Multi-head softmax attention, ``softmax(q k^T * scale) v`` within each sequence.
 
@@ -102,6 +112,9 @@ def attention(
         layout: the packed-sequence layout, or ``None`` for a dense batch.
         backend: one of :data:`BACKENDS`.
         scale: softmax scale, default ``Dh ** -0.5``.
+        causal_block: frame-causal attention over blocks of this many tokens (dense only;
+            ``L`` must be a multiple of it): query ``i`` sees key ``j`` iff
+            ``j // causal_block <= i // causal_block``.
 
     Returns:
         Tensor shaped like ``q``.
@@ -115,6 +128,17 @@ def attention(
         raise ValueError(
             f"varlen attention expects (T, H, Dh) with T={layout.total}, got {tuple(q.shape)}"
         )
+    if causal_block is not None:
+        if layout is not None:
+            raise ValueError("causal_block is supported on dense (B, L, H, Dh) batches only")
+        if causal_block < 1 or q.shape[1] % causal_block or k.shape[1] != q.shape[1]:
+            raise ValueError(
+                f"causal_block={causal_block} must divide the sequence length {q.shape[1]} "
+                f"(queries and keys of equal length {k.shape[1]})"
+            )
+        if backend == "math":
+            return _math_block_causal(q, k, v, causal_block, scale)
+        return _sdpa_block_causal(q, k, v, causal_block, scale)
     if backend == "math":
         return _math_attention(q, k, v, layout, scale)
     return _sdpa_attention(q, k, v, layout, scale)
@@ -143,6 +167,27 @@ def _sdpa_attention(q, k, v, layout: VarlenLayout | None, scale: float | None) -
 
     out = _sdpa_dense(pad(q), pad(k), pad(v), layout.key_padding_mask(), scale)
     return out.reshape(s * length, h, d).index_select(0, index)
+
+
+def _sdpa_block_causal(q, k, v, block: int, scale: float | None) -> Tensor:
+    # Query block t against the key prefix of blocks 0..t: no mask, no masked-out work.
+    length = q.shape[1]
+    if length == block:
+        return _sdpa_dense(q, k, v, None, scale)
+    outs = [
+        _sdpa_dense(q[:, end - block : end], k[:, :end], v[:, :end], None, scale)
+        for end in range(block, length + 1, block)
+    ]
+    return torch.cat(outs, dim=1)
+
+
+def _math_block_causal(q, k, v, block: int, scale: float | None) -> Tensor:
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    step = torch.arange(q.shape[1], device=q.device) // block
+    allowed = step[None, :] <= step[:, None]  # (L, L): the reference builds it explicitly
+    scores = torch.einsum("blhd,bmhd->bhlm", q, k) * scale
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    return torch.einsum("bhlm,bmhd->blhd", scores.softmax(-1), v)
 
 
 def _math_attention(q, k, v, layout: VarlenLayout | None, scale: float | None) -> Tensor:

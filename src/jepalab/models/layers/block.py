@@ -75,14 +75,29 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(
-        self, x: Tensor, layout: VarlenLayout | None = None, rope: Rope | None = None
+        self,
+        x: Tensor,
+        layout: VarlenLayout | None = None,
+        rope: Rope | None = None,
+        causal_block: int | None = None,
+        kv_cache: dict[str, Tensor] | None = None,
     ) -> Tensor:
+        """Attend ``x`` to itself; with ``kv_cache`` (dense only), to the cached keys and
+        values too, appending this call's to the cache (incremental decoding: the new tokens
+        are the newest block of a frame-causal sequence, so they see everything)."""
         lead = x.shape[:-1]  # (B, L) dense or (T,) packed
         qkv = self.qkv(x).reshape(*lead, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.unbind(-3)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        out = attention(q, k, v, layout=layout, backend=self.backend)
+        if kv_cache is not None:
+            if "k" in kv_cache:
+                k = torch.cat([kv_cache["k"], k], dim=1)
+                v = torch.cat([kv_cache["v"], v], dim=1)
+            kv_cache["k"], kv_cache["v"] = k, v
+        out = attention(
+            q, k, v, layout=layout, backend=self.backend, causal_block=causal_block
+        )
         return self.proj(out.reshape(*lead, -1))
 
 
@@ -107,8 +122,14 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, hidden_features=int(dim * mlp_ratio), act_layer=nn.GELU)
 
     def forward(
-        self, x: Tensor, layout: VarlenLayout | None = None, rope: Rope | None = None
+        self,
+        x: Tensor,
+        layout: VarlenLayout | None = None,
+        rope: Rope | None = None,
+        causal_block: int | None = None,
+        kv_cache: dict[str, Tensor] | None = None,
     ) -> Tensor:
         p, training = self.drop_path, self.training
-        x = x + drop_path(self.attn(self.norm1(x), layout, rope), p, training, layout)
+        attn = self.attn(self.norm1(x), layout, rope, causal_block, kv_cache)
+        x = x + drop_path(attn, p, training, layout)
         return x + drop_path(self.mlp(self.norm2(x)), p, training, layout)

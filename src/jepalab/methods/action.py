@@ -1,0 +1,173 @@
+"""Action-conditioned world-model training, V-JEPA 2-AC (Assran et al. 2025, "V-JEPA 2",
+Sec. 3.1, Eq. 2-4).
+
+A pretrained encoder embeds every frame of a trajectory window on its own (a video encoder
+sees the frame repeated into one tubelet, as in the release); the features are layer-normed
+(no affine) and serve both as the predictor's inputs and as its targets. The predictor
+(:class:`~jepalab.models.ActionConditionedPredictor`) is trained with
+
+* **teacher forcing** (Eq. 2): from frames ``0 .. T-2`` with their actions (and states),
+  predict frames ``1 .. T-1``; L1 over all predicted tokens;
+* **rollout** (Eq. 3): from frame 0 only, predict ``auto_steps`` frames autoregressively,
+  each prediction fed back as the next input; L1 against frames ``1 .. auto_steps``.
+
+``loss = teacher_forcing + rollout`` (each ``mean |p - z|^loss_exp / loss_exp``). The encoder
+is frozen by default (the paper); ``trainable_encoder_blocks`` unfreezes the last ``k`` blocks
+(and the final norm), or all with ``-1`` — targets are then computed without gradient, so
+nothing but the predictor pulls the features together (no EMA guards against collapse; watch
+the logged ``target_std``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from jepalab.methods.base import Method, MethodOutput
+
+
+def encode_frames(encoder: nn.Module, frames: Tensor) -> Tensor:
+    """Layer-normed features of every frame, each encoded on its own.
+
+    Args:
+        encoder: an image encoder (``(B, C, H, W) -> (B, N, D)``), or a video encoder with
+            ``num_frames == tubelet_size`` (the frame is repeated into one tubelet).
+        frames: ``(B, T, C, H, W)``.
+
+    Returns:
+        ``(B, T, N, D)``.
+    """
+    b, t = frames.shape[:2]
+    x = frames.reshape(b * t, *frames.shape[2:])
+    num_frames = getattr(encoder, "num_frames", 1)
+    if num_frames > 1:
+        if num_frames != encoder.tubelet_size:
+            raise ValueError(
+                f"a video encoder embeds single frames as one tubelet: it needs num_frames == "
+                f"tubelet_size, got {num_frames} and {encoder.tubelet_size}"
+            )
+        x = x[:, :, None].expand(-1, -1, num_frames, -1, -1)
+    features = encoder(x)
+    return F.layer_norm(features, features.shape[-1:]).reshape(b, t, *features.shape[1:])
+
+
+def set_trainable_blocks(encoder: nn.Module, blocks: int) -> None:
+    """Freeze ``encoder`` except its last ``blocks`` transformer blocks and final norm.
+
+    ``0`` freezes everything (V-JEPA 2-AC), ``-1`` trains everything.
+    """
+    if blocks < -1:
+        raise ValueError(f"method.trainable_encoder_blocks must be >= -1, got {blocks}")
+    train_all = blocks == -1
+    for p in encoder.parameters():
+        p.requires_grad_(train_all)
+    if blocks > 0:
+        encoder_blocks = getattr(encoder, "blocks", None)
+        if encoder_blocks is None or blocks > len(encoder_blocks):
+            raise ValueError(
+                f"method.trainable_encoder_blocks={blocks} but the encoder has "
+                f"{0 if encoder_blocks is None else len(encoder_blocks)} blocks"
+            )
+        for module in (*encoder_blocks[-blocks:], getattr(encoder, "norm", nn.Identity())):
+            for p in module.parameters():
+                p.requires_grad_(True)
+
+
+class ActionConditioned(Method):
+    """The V-JEPA 2-AC objective on :class:`~jepalab.data.trajectories.TrajectoryBatch` es.
+
+    Args:
+        encoder: pretrained frame encoder (see :func:`encode_frames`).
+        predictor: :class:`~jepalab.models.ActionConditionedPredictor`.
+        auto_steps: rollout length of the rollout loss (V-JEPA 2-AC: 2); ``<= T - 1``.
+        loss_exp: exponent of the L1 loss (1: plain L1).
+        trainable_encoder_blocks: ``0`` frozen (default), ``k`` last blocks, ``-1`` all.
+        use_states: feed the batch's proprioceptive states (the predictor needs
+            ``state_dim > 0``).
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        predictor: nn.Module,
+        auto_steps: int = 2,
+        loss_exp: float = 1.0,
+        trainable_encoder_blocks: int = 0,
+        use_states: bool = False,
+    ) -> None:
+        super().__init__()
+        if auto_steps < 1:
+            raise ValueError(f"method.auto_steps must be >= 1, got {auto_steps}")
+        if loss_exp <= 0:
+            raise ValueError(f"method.loss_exp must be positive, got {loss_exp}")
+        if use_states != (getattr(predictor, "state_dim", 0) > 0):
+            raise ValueError(
+                f"method.use_states={use_states} but the predictor's state_dim is "
+                f"{getattr(predictor, 'state_dim', 0)}"
+            )
+        self.encoder = encoder
+        self.predictor = predictor
+        self.auto_steps, self.loss_exp = int(auto_steps), float(loss_exp)
+        self.use_states = use_states
+        self.trainable_encoder_blocks = trainable_encoder_blocks
+        set_trainable_blocks(encoder, trainable_encoder_blocks)
+
+    @property
+    def encoder_frozen(self) -> bool:
+        return not any(p.requires_grad for p in self.encoder.parameters())
+
+    @property
+    def eval_encoder(self) -> nn.Module:
+        return self.encoder
+
+    def train(self, mode: bool = True) -> ActionConditioned:
+        super().train(mode)
+        if self.encoder_frozen:
+            self.encoder.eval()  # a frozen encoder keeps eval behaviour (no drop-path)
+        return self
+
+    def encode(self, frames: Tensor) -> Tensor:
+        """``(B, T, C, H, W)`` frames -> ``(B, T, N, D)`` layer-normed features."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_frozen):
+            return encode_frames(self.encoder, frames)
+
+    def _l1(self, prediction: Tensor, target: Tensor) -> Tensor:
+        diff = (prediction - target.to(prediction.dtype)).abs()
+        return (diff if self.loss_exp == 1.0 else diff.pow(self.loss_exp) / self.loss_exp).mean()
+
+    def forward(self, batch) -> MethodOutput:
+        frames, actions = batch.frames, batch.actions
+        steps = frames.shape[1]
+        if steps < 2 or actions.shape[1] != steps - 1:
+            raise ValueError(
+                f"a window needs >= 2 frames and one action between consecutive frames; got "
+                f"{steps} frames and {actions.shape[1]} actions"
+            )
+        if self.auto_steps > steps - 1:
+            raise ValueError(
+                f"method.auto_steps={self.auto_steps} needs windows of at least "
+                f"{self.auto_steps + 1} frames (data has {steps}); raise data num_frames"
+            )
+        states = batch.states if self.use_states else None
+        features = self.encode(frames)
+        target = features.detach()  # a trainable encoder learns through the inputs only
+        teacher = self.predictor(
+            features[:, :-1], actions, None if states is None else states[:, :-1]
+        )
+        loss_tf = self._l1(teacher, target[:, 1:])
+        k = self.auto_steps
+        rolled = self.predictor.rollout(
+            features[:, 0], actions[:, :k], None if states is None else states[:, :k]
+        )
+        loss_rollout = self._l1(rolled, target[:, 1 : k + 1])
+        num_samples = frames.shape[0]
+        metrics = {
+            "loss_teacher_forcing": loss_tf.detach(),
+            "loss_rollout": loss_rollout.detach(),
+            # features barely changing between frames make prediction trivial: compare the
+            # loss with this copy-the-last-frame baseline
+            "copy_baseline": self._l1(target[:, :-1], target[:, 1:]).detach(),
+            "target_std": target.float().std(dim=(0, 1, 2)).mean(),
+        }
+        return MethodOutput(loss_tf + loss_rollout, metrics, num_samples)

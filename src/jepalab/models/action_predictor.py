@@ -1,0 +1,167 @@
+"""The action-conditioned predictor of V-JEPA 2-AC (Assran et al. 2025, "V-JEPA 2", Sec. 3).
+
+Per time step ``t`` the predictor reads the tokens ``[action_t, state_t, patches of frame t]``
+(the state token only when ``state_dim > 0``): actions and proprioceptive states through their
+own linear embeddings, frame features through a linear projection to the predictor width.
+A transformer with **frame-causal attention** (every token of step ``t`` sees every token of
+steps ``<= t``) maps them to the features of frame ``t + 1`` at the patch positions.
+
+Differences from the release, on purpose: positions are fixed sincos tables (3-D
+``[time, row, column]`` for patches, the time table for the action/state tokens) instead of
+3-D RoPE, so no position table limits the number of steps; the block-causal mask is a single
+integer handed to the attention dispatcher (:func:`jepalab.kernels.attention`, ``causal_block``)
+instead of a pre-built dense boolean mask sliced on every forward.
+
+:meth:`ActionConditionedPredictor.rollout` predicts autoregressively with a key/value cache:
+because attention is frame-causal, outputs at steps ``<= t`` never change when later steps
+are appended, so each new step runs the transformer on its own tokens only (``H`` steps cost
+``O(H)`` token passes instead of ``O(H^2)``) and equals the full recomputation.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from jepalab.models.layers import Block, drop_path_rates, init_transformer_weights
+from jepalab.models.layers.pos_embed import sincos_1d, sincos_3d
+from jepalab.models.registry import register_predictor
+
+
+class ActionConditionedPredictor(nn.Module):
+    """Predict next-frame features from frame features, actions and states.
+
+    Args:
+        grid_size: ``(h, w)`` patch grid of one frame (``N = h * w`` tokens per frame).
+        encoder_dim: width of the (frozen) encoder features.
+        action_dim: size of one action vector.
+        state_dim: size of one proprioceptive state vector; ``0``: no state token.
+        embed_dim, depth, num_heads, mlp_ratio: transformer shape (V-JEPA 2-AC: 1024, 24, 16).
+        drop_path_rate: stochastic depth, linearly increasing over blocks.
+        init_std: truncated-normal initialisation std.
+        attn_backend: backend of :func:`jepalab.kernels.attention`.
+    """
+
+    def __init__(
+        self,
+        grid_size: tuple[int, int],
+        encoder_dim: int,
+        action_dim: int,
+        state_dim: int = 0,
+        embed_dim: int = 256,
+        depth: int = 6,
+        num_heads: int = 8,
+        mlp_ratio: float = 4.0,
+        drop_path_rate: float = 0.0,
+        init_std: float = 0.02,
+        attn_backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        if len(grid_size) != 2:
+            raise ValueError(f"grid_size must be the (h, w) grid of one frame, got {grid_size}")
+        if embed_dim % 8:
+            raise ValueError(f"embed_dim must be divisible by 8 (3-D sincos), got {embed_dim}")
+        if action_dim < 1 or state_dim < 0:
+            raise ValueError(f"action_dim={action_dim} must be >= 1, state_dim={state_dim} >= 0")
+        self.grid_size = tuple(grid_size)
+        self.num_patches = grid_size[0] * grid_size[1]
+        self.encoder_dim, self.embed_dim = encoder_dim, embed_dim
+        self.action_dim, self.state_dim = action_dim, state_dim
+        self.num_cond_tokens = 1 + (state_dim > 0)
+        self.tokens_per_step = self.num_cond_tokens + self.num_patches
+        self.predictor_embed = nn.Linear(encoder_dim, embed_dim)
+        self.action_encoder = nn.Linear(action_dim, embed_dim)
+        self.state_encoder = nn.Linear(state_dim, embed_dim) if state_dim > 0 else None
+        self.predictor_blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio, drop_path=p, attn_backend=attn_backend)
+            for p in drop_path_rates(drop_path_rate, depth)
+        )
+        self.predictor_norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.predictor_proj = nn.Linear(embed_dim, encoder_dim)
+        init_transformer_weights(self, self.predictor_blocks, init_std)
+
+    # -- tokens -----------------------------------------------------------------------------
+    def _positions(self, first: int, steps: int, device: torch.device) -> Tensor:
+        """``(steps, tokens_per_step, D)`` fixed positions of steps ``first .. first+steps-1``."""
+        h, w = self.grid_size
+        last = first + steps
+        patches = sincos_3d(self.embed_dim, (last, h, w)).view(last, h * w, -1)[first:]
+        times = sincos_1d(self.embed_dim, torch.arange(first, last)).float()
+        cond = times[:, None].expand(-1, self.num_cond_tokens, -1)
+        return torch.cat([cond, patches], dim=1).to(device)
+
+    def _tokens(self, features: Tensor, actions: Tensor, states: Tensor | None, first: int):
+        """``(B, T * tokens_per_step, D)`` input tokens of steps ``first ..``."""
+        b, t, n, _ = features.shape
+        if n != self.num_patches:
+            raise ValueError(f"expected {self.num_patches} tokens per frame, got {n}")
+        if actions.shape[:2] != (b, t) or actions.shape[-1] != self.action_dim:
+            raise ValueError(
+                f"actions {tuple(actions.shape)} do not match (B={b}, T={t}, "
+                f"action_dim={self.action_dim})"
+            )
+        parts = [self.action_encoder(actions)[:, :, None]]
+        if self.state_encoder is not None:
+            if states is None or states.shape[:2] != (b, t):
+                shape = None if states is None else tuple(states.shape)
+                raise ValueError(f"this predictor needs states (B={b}, T={t}, S), got {shape}")
+            parts.append(self.state_encoder(states)[:, :, None])
+        parts.append(self.predictor_embed(features))
+        x = torch.cat(parts, dim=2) + self._positions(first, t, features.device)
+        return x.reshape(b, t * self.tokens_per_step, self.embed_dim)
+
+    def _readout(self, x: Tensor, steps: int) -> Tensor:
+        """Predictions at the patch tokens, ``(B, steps, N, encoder_dim)``."""
+        x = x.view(x.shape[0], steps, self.tokens_per_step, self.embed_dim)
+        return self.predictor_proj(self.predictor_norm(x[:, :, self.num_cond_tokens :]))
+
+    # -- prediction -------------------------------------------------------------------------
+    def forward(self, features: Tensor, actions: Tensor, states: Tensor | None = None) -> Tensor:
+        """Teacher-forced prediction of every next frame.
+
+        Args:
+            features: ``(B, T, N, encoder_dim)`` features of frames ``0 .. T-1``.
+            actions: ``(B, T, action_dim)``; action ``t`` leads from frame ``t`` to ``t + 1``.
+            states: ``(B, T, state_dim)`` or ``None`` when ``state_dim == 0``.
+
+        Returns:
+            ``(B, T, N, encoder_dim)``: entry ``t`` predicts frame ``t + 1`` from steps ``<= t``.
+        """
+        steps = features.shape[1]
+        x = self._tokens(features, actions, states, first=0)
+        for blk in self.predictor_blocks:
+            x = blk(x, causal_block=self.tokens_per_step)
+        return self._readout(x, steps)
+
+    def rollout(self, features: Tensor, actions: Tensor, states: Tensor | None = None) -> Tensor:
+        """Autoregressive prediction from one observed frame (V-JEPA 2-AC rollout, planning).
+
+        Args:
+            features: ``(B, N, encoder_dim)`` features of the first frame.
+            actions: ``(B, H, action_dim)`` actions of steps ``0 .. H-1``.
+            states: ``(B, H, state_dim)`` states of steps ``0 .. H-1`` (or ``None``).
+
+        Returns:
+            ``(B, H, N, encoder_dim)``: entry ``t`` is the predicted frame ``t + 1``, each
+            prediction fed back as the next step's frame.
+        """
+        horizon = actions.shape[1]
+        caches: list[dict[str, Tensor]] = [{} for _ in self.predictor_blocks]
+        frame, predictions = features, []
+        for t in range(horizon):
+            step_states = None if states is None else states[:, t : t + 1]
+            x = self._tokens(frame[:, None], actions[:, t : t + 1], step_states, first=t)
+            for blk, cache in zip(self.predictor_blocks, caches, strict=True):
+                x = blk(x, kv_cache=cache)
+            frame = self._readout(x, 1)[:, 0]
+            predictions.append(frame)
+        return torch.stack(predictions, dim=1)
+
+
+@register_predictor
+def action_predictor(**kwargs) -> ActionConditionedPredictor:
+    """The V-JEPA 2-AC predictor; pass ``grid_size``, ``encoder_dim`` and ``action_dim``."""
+    return ActionConditionedPredictor(**kwargs)
+
+
+__all__ = ["ActionConditionedPredictor", "action_predictor"]
