@@ -155,7 +155,8 @@ def test_teacher_forcing_and_rollout_losses_decrease(use_states):
         optim.zero_grad()
         out.loss.backward()
         optim.step()
-        history.append((float(out.metrics["loss_teacher_forcing"]), float(out.metrics["loss_rollout"])))
+        m = out.metrics
+        history.append((float(m["loss_teacher_forcing"]), float(m["loss_rollout"])))
     first, last = np.mean(history[:3], 0), np.mean(history[-3:], 0)
     assert last[0] < 0.7 * first[0] and last[1] < 0.7 * first[1], (first, last)
     # the frozen encoder is untouched and has no gradients

@@ -4,10 +4,21 @@ jepalab train [key=value ...]      pretrain (Hydra; default: I-JEPA on the embed
 jepalab train experiment=NAME      a recipe from configs/experiment/
 jepalab train -m key=a,b           a Hydra multirun sweep
 jepalab list                       registered encoders, predictors, datasets, experiments
+jepalab collect [--out DIR] [--episodes N] [--length T] [--seed S]
+                [--door-start-fraction F] [--overwrite]
+                                   random-walk Two-Rooms episodes as a trajectory dataset
+                                   (default: data/two_rooms, 1000 episodes of 32 frames)
+jepalab convert-trajectories SRC.npz DEST [--fps F] [--overwrite]
+                                   stacked arrays (frames, actions[, states]) -> a trajectory
+                                   dataset (format: docs/trajectories.md)
+jepalab plan RUN_DIR [--episodes N] [--planner cem|mppi] [--baselines] ...
+                                   plan with a trained action-conditioned model in Two-Rooms:
+                                   success rate, distance to goal, planning time per step
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from collections.abc import Sequence
@@ -56,6 +67,80 @@ def _list() -> int:
     return 0
 
 
+def _collect(args: Sequence[str]) -> int:
+    from jepalab.data.trajectories import describe, read_meta
+    from jepalab.envs.collect import collect_two_rooms
+
+    parser = argparse.ArgumentParser(
+        prog="jepalab collect", description="Collect random-walk Two-Rooms episodes."
+    )
+    parser.add_argument("--out", default="data/two_rooms", help="output directory")
+    parser.add_argument("--episodes", type=int, default=1000)
+    parser.add_argument("--length", type=int, default=32, help="frames per episode")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--door-start-fraction", type=float, default=0.2)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    opts = parser.parse_args(args)
+    try:
+        root = collect_two_rooms(
+            opts.out,
+            num_episodes=opts.episodes,
+            episode_length=opts.length,
+            seed=opts.seed,
+            door_start_fraction=opts.door_start_fraction,
+            overwrite=opts.overwrite,
+            progress=not opts.no_progress,
+        )
+    except (FileExistsError, ValueError) as exc:
+        print(f"jepalab collect: {exc}", file=sys.stderr)
+        return 2
+    crossings = read_meta(root)["source"]["episodes_changing_room"]
+    print(f"jepalab collect: {describe(root)}; {crossings} episodes cross the door")
+    return 0
+
+
+def _convert_trajectories(args: Sequence[str]) -> int:
+    import numpy as np
+
+    from jepalab.data.trajectories import describe, from_arrays
+
+    parser = argparse.ArgumentParser(
+        prog="jepalab convert-trajectories",
+        description="Write stacked arrays from one .npz as a trajectory dataset.",
+    )
+    parser.add_argument(
+        "src",
+        help=".npz with frames (E,T,H,W[,C]) uint8, actions (E,T-1,A), optional states (E,T,S)",
+    )
+    parser.add_argument("dest", help="output directory")
+    parser.add_argument("--fps", type=float, default=None)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    opts = parser.parse_args(args)
+    with np.load(opts.src, allow_pickle=False) as npz:
+        missing = [key for key in ("frames", "actions") if key not in npz.files]
+        if missing:
+            print(
+                f"jepalab convert-trajectories: {opts.src} has no {missing} (keys: "
+                f"{npz.files}); it needs frames (E,T,H,W[,C]) uint8 and actions (E,T-1,A).",
+                file=sys.stderr,
+            )
+            return 2
+        states = npz["states"] if "states" in npz.files else None
+        source = {"converted_from": str(opts.src)}
+        root = from_arrays(
+            opts.dest,
+            npz["frames"],
+            npz["actions"],
+            states,
+            fps=opts.fps,
+            source=source,
+            overwrite=opts.overwrite,
+        )
+    print(f"jepalab convert-trajectories: {describe(root)}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
@@ -67,6 +152,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _train(rest)
     if command == "list":
         return _list()
+    if command == "collect":
+        return _collect(rest)
+    if command == "convert-trajectories":
+        return _convert_trajectories(rest)
+    if command == "plan":
+        from jepalab.plan import main as plan_main
+
+        return plan_main(rest)
     print(f"jepalab: unknown command {command!r}\n{USAGE}", file=sys.stderr)
     return 2
 

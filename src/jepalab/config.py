@@ -97,10 +97,15 @@ class DataConfig:
 class MethodConfig:
     """The training objective."""
 
-    name: str = "ijepa"  # ijepa | vjepa
+    name: str = "ijepa"  # ijepa | vjepa | action
     loss: str = "smooth_l1"  # smooth_l1 (I-JEPA) | l1 (V-JEPA) | mse
     loss_exp: float = 1.0  # exponent p of the l1 loss |d|^p / p (V-JEPA loss_exp)
     ema: list[float] = field(default_factory=lambda: [0.996, 1.0])  # I-JEPA momentum schedule
+    # action-conditioned (V-JEPA 2-AC) only:
+    encoder_checkpoint: str | None = None  # an I-JEPA/V-JEPA run dir or checkpoint file
+    auto_steps: int = 2  # rollout-loss steps (V-JEPA 2-AC: 2)
+    trainable_encoder_blocks: int = 0  # 0 frozen (paper), k: last k blocks, -1: all
+    use_states: bool = False  # feed proprioceptive states as a token per step
 
 
 @dataclass

@@ -20,6 +20,7 @@ from torch import nn
 
 from jepalab.config import Config, DataConfig, EncoderConfig, MaskConfig, PredictorConfig
 from jepalab.data import create_dataset
+from jepalab.data.trajectories import collate_trajectories
 from jepalab.eval.attentive_probe import fit_attentive_probe
 from jepalab.eval.linear_probe import (
     ProbeResult,
@@ -36,9 +37,10 @@ from jepalab.masks import (
     MultiBlock3DMaskGenerator,
     MultiBlockMaskGenerator,
 )
-from jepalab.methods import IJEPA, VJEPA, Method
+from jepalab.methods import IJEPA, VJEPA, ActionConditioned, Method
 from jepalab.models import create_encoder, create_predictor
 from jepalab.train import Trainer
+from jepalab.train.checkpoint import list_checkpoints, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -174,9 +176,117 @@ def _masked_jepa_builder(method_cls: type[IJEPA]) -> Callable[[Config], Experime
     return build
 
 
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or the newest checkpoint of a run directory."""
+    path = Path(path)
+    if path.is_dir():
+        ckpt_dir = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        found = list_checkpoints(ckpt_dir)
+        if not found:
+            raise FileNotFoundError(f"no checkpoint (step_*.pt) in {ckpt_dir}")
+        return found[-1][1]
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return path
+
+
+def load_pretrained_encoder(
+    path: str | Path, single_frame: bool = True
+) -> tuple[nn.Module, EncoderConfig]:
+    """The evaluation encoder (EMA target) of one of our I-JEPA / V-JEPA checkpoints, and the
+    configuration it was built from.
+
+    The encoder is rebuilt from the configuration stored in the checkpoint, so its shape
+    always matches the weights. ``single_frame``: a video encoder is rebuilt for one tubelet
+    (``num_frames = tubelet_size``) to embed single frames, as V-JEPA 2-AC does; its fixed
+    sincos table is recomputed for that grid, every learned weight is loaded as is.
+    """
+    file = resolve_checkpoint(path)
+    state = load_checkpoint(file)
+    stored = state.get("config") or {}
+    if "encoder" not in stored:
+        raise ValueError(f"{file} holds no encoder configuration; is it a jepalab checkpoint?")
+    enc_cfg = EncoderConfig(**stored["encoder"])
+    if single_frame and enc_cfg.num_frames > 1:
+        enc_cfg.num_frames = enc_cfg.tubelet_size
+    encoder = build_encoder(enc_cfg)
+    prefix = "target_encoder.module."
+    weights = {k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)}
+    if not weights:
+        raise ValueError(f"{file} has no target-encoder weights ({prefix}*)")
+    if enc_cfg.num_frames != stored["encoder"].get("num_frames", 1):
+        weights.pop("pos_embed", None)  # the fixed table of the longer clip
+    missing, unexpected = encoder.load_state_dict(weights, strict=False)
+    missing = [k for k in missing if k != "pos_embed"]
+    if missing or unexpected:
+        raise ValueError(f"{file}: encoder weights do not match: {missing=} {unexpected=}")
+    log.info("loaded the pretrained encoder of %s (step %s)", file, state.get("step"))
+    return encoder, enc_cfg
+
+
+def build_action_model(
+    cfg: Config, action_dim: int, state_dim: int, load_encoder: bool = True
+) -> ActionConditioned:
+    """Encoder + action-conditioned predictor for ``cfg`` (``method=action``).
+
+    With ``load_encoder`` and ``method.encoder_checkpoint`` set, the encoder is the
+    checkpoint's, and ``cfg.encoder`` is overwritten with its configuration so that the
+    run's stored config describes the encoder it really used. ``load_encoder=False`` builds
+    ``cfg.encoder``'s shape only (the weights then come from an action-conditioned
+    checkpoint, e.g. for planning).
+    """
+    m = cfg.method
+    if load_encoder and m.encoder_checkpoint:
+        encoder, enc_cfg = load_pretrained_encoder(m.encoder_checkpoint)
+        for key, value in asdict(enc_cfg).items():
+            setattr(cfg.encoder, key, value)
+    else:
+        if load_encoder:
+            log.warning(
+                "method.encoder_checkpoint is not set: the action-conditioned predictor is "
+                "trained on a randomly initialised frozen encoder"
+            )
+        encoder = build_encoder(cfg.encoder)
+    p = cfg.predictor
+    predictor = create_predictor(
+        p.name,
+        grid_size=tuple(encoder.grid_size[-2:]),
+        encoder_dim=encoder.embed_dim,
+        action_dim=action_dim,
+        state_dim=state_dim if m.use_states else 0,
+        embed_dim=p.embed_dim,
+        depth=p.depth,
+        num_heads=p.num_heads or encoder.num_heads,
+        drop_path_rate=p.drop_path_rate,
+        attn_backend=cfg.encoder.attn_backend,
+    )
+    return ActionConditioned(
+        encoder,
+        predictor,
+        auto_steps=m.auto_steps,
+        loss_exp=m.loss_exp,
+        trainable_encoder_blocks=m.trainable_encoder_blocks,
+        use_states=m.use_states,
+    )
+
+
+def _build_action(cfg: Config) -> Experiment:
+    """V-JEPA 2-AC: trajectory windows, a pretrained frozen encoder, the AC predictor."""
+    dataset = build_dataset(cfg.data)
+    for attr in ("action_dim", "state_dim"):
+        if not hasattr(dataset, attr):
+            raise ValueError(
+                f"method=action needs a trajectory dataset (data.name=trajectories), got "
+                f"data.name={cfg.data.name!r}"
+            )
+    method = build_action_model(cfg, dataset.action_dim, dataset.state_dim)
+    return Experiment(method, dataset, collate_trajectories)
+
+
 METHODS: dict[str, Callable[[Config], Experiment]] = {
     "ijepa": _masked_jepa_builder(IJEPA),
     "vjepa": _masked_jepa_builder(VJEPA),
+    "action": _build_action,
 }
 
 
@@ -216,9 +326,9 @@ def train(cfg: Config) -> dict[str, Any]:
         raise ValueError(f"eval.probe={cfg.eval.probe!r} is not one of {PROBES}")
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
+    exp = build_experiment(cfg)  # may fill in cfg (the pretrained encoder's configuration)
     resolved = _plain(cfg)
     (run_dir / "config.json").write_text(json.dumps(resolved, indent=2))
-    exp = build_experiment(cfg)
     trainer = build_trainer(cfg, exp, resolved)
     log.info(
         "run %s: %d steps (%d per epoch), %.1fM trainable parameters, device %s",

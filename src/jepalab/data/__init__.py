@@ -6,6 +6,10 @@ Built-in names:
 * ``image_folder`` (:class:`ImageFolderDataset`): users' own images;
 * ``moving_digits`` (:class:`MovingDigits`): embedded moving handwritten digits, video clips
   with motion labels, no download;
+* ``trajectories`` (:class:`TrajectoryDataset`): windows of frames, actions and states from an
+  on-disk trajectory dataset (``docs/trajectories.md``; ``jepalab collect`` writes one);
+* ``trajectory_frames`` (:class:`TrajectoryFrames`): every frame of a trajectory dataset as an
+  image, optionally labelled by position cell;
 * ``video_files`` (:class:`VideoDataset`): users' own videos (list file or folder, decord).
 """
 
@@ -23,6 +27,19 @@ from jepalab.data.moving_digits import (
     MovingDigits,
     export_mp4,
 )
+from jepalab.data.trajectories import (
+    TRAJECTORY_FORMAT,
+    Episode,
+    EpisodeFileError,
+    TrajectoryBatch,
+    TrajectoryDataset,
+    TrajectoryFrames,
+    collate_trajectories,
+    from_arrays,
+    read_episode,
+    read_meta,
+    write_episodes,
+)
 from jepalab.data.video import VIDEO_EXTENSIONS, VideoDataset
 
 __all__ = [
@@ -32,15 +49,26 @@ __all__ = [
     "IMG_EXTENSIONS",
     "MOVING_DIGITS_MEAN",
     "MOVING_DIGITS_STD",
+    "TRAJECTORY_FORMAT",
     "VIDEO_EXTENSIONS",
     "DigitsCanvas",
+    "Episode",
+    "EpisodeFileError",
     "ImageFolderDataset",
     "MovingDigits",
+    "TrajectoryBatch",
+    "TrajectoryDataset",
+    "TrajectoryFrames",
     "VideoDataset",
+    "collate_trajectories",
     "create_dataset",
     "export_mp4",
+    "from_arrays",
     "list_datasets",
+    "read_episode",
+    "read_meta",
     "register_dataset",
+    "write_episodes",
 ]
 
 DATASETS: dict[str, Callable[..., Any]] = {}
@@ -120,4 +148,6 @@ def create_dataset(name: str, **kwargs: Any) -> Any:
 register_dataset("digits_canvas")(DigitsCanvas)
 register_dataset("image_folder")(ImageFolderDataset)
 register_dataset("moving_digits")(MovingDigits)
+register_dataset("trajectories")(TrajectoryDataset)
+register_dataset("trajectory_frames")(TrajectoryFrames)
 register_dataset("video_files")(VideoDataset)

@@ -89,7 +89,7 @@ class TwoRooms:
         the agent stops just before it. The border clamps the result to the arena.
         """
         c = self.config
-        p = np.asarray(positions, dtype=np.float64)
+        p = self._out_of_wall(np.asarray(positions, dtype=np.float64))
         d = self.clip_actions(actions)
         p, d = np.broadcast_arrays(p, d)
         # Times t in [0, 1] at which x(t) = p.x + t d.x lies in the wall's column ...
@@ -98,7 +98,7 @@ class TwoRooms:
         t_door = _interval_times(p[..., 1], d[..., 1], *c.door)
         enter, leave = t_col
         door_in, door_out = t_door
-        in_column = enter <= leave  # the segment touches the column at all
+        in_column = enter < leave  # the segment enters the column (touching its edge is free)
         # First violating time: entering the column outside the door, or leaving the door's
         # rows while still in the column.
         t_stop = np.full(p.shape[:-1], np.inf)
@@ -111,6 +111,17 @@ class TwoRooms:
         nxt = p + t[..., None] * d
         lo, hi = c.arena
         return np.clip(nxt, lo, hi)
+
+    def _out_of_wall(self, p: np.ndarray) -> np.ndarray:
+        """Positions inside the solid wall (only reachable through float32 rounding of a
+        position stopped at its edge) moved to the nearer edge, so they can move again."""
+        c = self.config
+        x, y = p[..., 0], p[..., 1]
+        solid = (x > c.wall_left) & (x < c.wall_right) & ((y < c.door[0]) | (y > c.door[1]))
+        if not solid.any():
+            return p
+        edge = np.where(x - c.wall_left < c.wall_right - x, c.wall_left, c.wall_right)
+        return np.stack([np.where(solid, edge, x), y], axis=-1)
 
     def rollout(self, position: np.ndarray, actions: np.ndarray) -> np.ndarray:
         """Positions ``(..., H + 1, 2)`` visited by applying actions ``(..., H, 2)`` in turn."""

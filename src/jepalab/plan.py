@@ -1,0 +1,229 @@
+"""``jepalab plan``: evaluate a trained action-conditioned model by planning in the
+embedded Two-Rooms environment.
+
+Each of ``--episodes`` seeded episodes starts in one room with the goal in the other; the
+planner (CEM or MPPI over the latent energy of :mod:`jepalab.planning.world_model`) sees only
+the current and the goal image, executes the first ``--execute`` planned actions and replans
+(MPC). Prints success rate, mean final distance to the goal and planning time per MPC step,
+optionally next to a random and a greedy ("walk straight at the goal") baseline; saves a
+picture of one episode with its planned and executed paths, and ``plan.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from jepalab.envs import TwoRoomsConfig, TwoRoomsEnv
+from jepalab.experiment import build_action_model, resolve_checkpoint
+from jepalab.methods.action import ActionConditioned
+from jepalab.planning import (
+    CEMConfig,
+    EnergyPlanner,
+    GreedyPolicy,
+    MPPIConfig,
+    RandomPolicy,
+    evaluate,
+    save_episode_picture,
+)
+from jepalab.planning.world_model import LatentWorldModel
+from jepalab.train.checkpoint import load_checkpoint
+from jepalab.train.trainer import resolve_device
+
+log = logging.getLogger(__name__)
+
+
+def load_action_model(path: str | Path, device: str = "cpu") -> tuple[ActionConditioned, dict]:
+    """An :class:`ActionConditioned` method restored from its training checkpoint (a file or
+    a run directory), and the run's configuration."""
+    file = resolve_checkpoint(path)
+    state = load_checkpoint(file, map_location="cpu")
+    stored = state.get("config") or {}
+    if stored.get("method", {}).get("name") != "action":
+        raise ValueError(
+            f"{file} is not an action-conditioned checkpoint (method.name="
+            f"{stored.get('method', {}).get('name')!r}); train one with method=action"
+        )
+    weights = state["model"]
+    action_dim = weights["predictor.action_encoder.weight"].shape[1]
+    state_key = "predictor.state_encoder.weight"
+    state_dim = weights[state_key].shape[1] if state_key in weights else 0
+    cfg = OmegaConf.create(stored)
+    method = build_action_model(cfg, action_dim, state_dim, load_encoder=False)
+    method.load_state_dict(weights)
+    log.info("loaded %s (step %s)", file, state.get("step"))
+    return method.to(device).eval(), stored
+
+
+def environment_config(run_config: dict) -> TwoRoomsConfig:
+    """The Two-Rooms geometry the training data was collected in (its ``meta.json``), or the
+    default one when the data directory is not at hand."""
+    root = run_config.get("data", {}).get("params", {}).get("root")
+    meta = Path(root) / "meta.json" if root else None
+    if meta is not None and meta.is_file():
+        source = json.loads(meta.read_text()).get("source") or {}
+        if source.get("env") == "two_rooms" and "config" in source:
+            return TwoRoomsConfig(**source["config"])
+    log.warning("no Two-Rooms meta.json at %s; planning in the default geometry", meta)
+    return TwoRoomsConfig()
+
+
+@dataclass
+class PlanSettings:
+    """Planning-evaluation options (defaults: DINO-WM's CEM, full MPC)."""
+
+    checkpoint: str
+    episodes: int = 50
+    seed: int = 1000  # episode i uses seed + i; far from the data-collection seed
+    planner: str = "cem"  # cem | mppi
+    samples: int = 300
+    elites: int = 30
+    iterations: int = 10
+    horizon: int = 5
+    momentum: float = 0.0
+    init_std: float | None = None  # None: the action bound / 2
+    temperature: float = 0.5
+    energy: str = "final"  # final | sum
+    execute: int = 1
+    action_repeat: int | None = None  # None: the training data's frame_skip
+    max_steps: int | None = None  # None: the environment's (200)
+    baselines: bool = False
+    picture: str | None = None  # None: <run dir>/plan_episode.png
+    out: str | None = None  # None: <run dir>/plan.json
+    device: str = "auto"
+    threads: int | None = None
+
+
+def build_planner(settings: PlanSettings, world_model: LatentWorldModel, bound: float):
+    """CEM or MPPI over the model's energy, in a box of +-``bound`` per action dimension."""
+    init_std = settings.init_std if settings.init_std is not None else bound / 2
+    common = dict(
+        samples=settings.samples,
+        iterations=settings.iterations,
+        horizon=settings.horizon,
+        init_std=init_std,
+        action_low=-bound,
+        action_high=bound,
+    )
+    if settings.planner == "cem":
+        config = CEMConfig(elites=settings.elites, momentum=settings.momentum, **common)
+    elif settings.planner == "mppi":
+        config = MPPIConfig(temperature=settings.temperature, **common)
+    else:
+        raise ValueError(f"--planner must be 'cem' or 'mppi', got {settings.planner!r}")
+    device = None if world_model.device.type == "cpu" else str(world_model.device)
+    return EnergyPlanner(world_model.make_energy, config, 2, settings.seed, device)
+
+
+def run(settings: PlanSettings) -> dict[str, Any]:
+    """Evaluate the planner (and baselines) over seeded episodes; returns the summary."""
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    device = resolve_device(settings.device)
+    method, run_config = load_action_model(settings.checkpoint, str(device))
+    params = run_config.get("data", {}).get("params", {})
+    action_repeat = settings.action_repeat or int(params.get("frame_skip", 1))
+    if params.get("action_reduce", "sum") != "sum":
+        raise ValueError("planning needs a model trained with data.params.action_reduce=sum")
+    env_cfg = environment_config(run_config)
+    world_model = LatentWorldModel(
+        method, params.get("mean", 0.0), params.get("std", 1.0), settings.energy, device
+    )
+    bound = env_cfg.max_speed * action_repeat
+    loop = dict(execute=settings.execute, action_repeat=action_repeat,
+                max_steps=settings.max_steps)
+    policies: dict[str, Any] = {
+        f"{settings.planner.upper()} on the world model": build_planner(
+            settings, world_model, bound
+        )
+    }
+    if settings.baselines:
+        policies["random policy"] = RandomPolicy(bound)
+        policies["greedy (privileged positions)"] = GreedyPolicy()
+    rows, episodes = {}, {}
+    for name, policy in policies.items():
+        start = time.perf_counter()
+        result = evaluate(TwoRoomsEnv(env_cfg), policy, settings.episodes, settings.seed, **loop)
+        episodes[name] = result.pop("episodes")
+        result["wall_seconds"] = time.perf_counter() - start
+        rows[name] = result
+        log.info("%s: success %.1f%%", name, 100 * result["success_rate"])
+    run_dir = _run_dir(settings.checkpoint)
+    picture = Path(settings.picture or run_dir / "plan_episode.png")
+    first = next(iter(episodes.values()))[0]
+    save_episode_picture(picture, TwoRoomsEnv(env_cfg).world, first)
+    summary = {
+        "settings": asdict(settings) | {"action_repeat": action_repeat},
+        "environment": asdict(env_cfg),
+        "results": rows,
+        "picture": str(picture),
+    }
+    out = Path(settings.out or run_dir / "plan.json")
+    out.write_text(json.dumps(summary, indent=2))
+    print(format_results(rows, settings), flush=True)
+    print(f"picture of episode 0: {picture}\nsummary: {out}", flush=True)
+    return summary
+
+
+def _run_dir(checkpoint: str) -> Path:
+    path = Path(checkpoint)
+    if path.is_file():
+        path = path.parent
+    return path.parent if path.name == "checkpoints" else path
+
+
+def format_results(rows: dict[str, dict], settings: PlanSettings) -> str:
+    """A plain-text table of the evaluation."""
+    header = f"{'policy':<32} {'success':>8} {'final dist':>10} {'plan s/step':>12}"
+    lines = [
+        f"Two-Rooms planning, {settings.episodes} episodes (start and goal in different rooms):",
+        header,
+        "-" * len(header),
+    ]
+    for name, r in rows.items():
+        lines.append(
+            f"{name:<32} {100 * r['success_rate']:>7.1f}% {r['mean_final_distance']:>10.2f} "
+            f"{r['plan_seconds_per_replan']:>12.3f}"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str]) -> PlanSettings:
+    parser = argparse.ArgumentParser(
+        prog="jepalab plan", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    defaults = PlanSettings(checkpoint="")
+    parser.add_argument("checkpoint", help="action-conditioned run directory or checkpoint file")
+    for field_name, value in asdict(defaults).items():
+        if field_name in ("checkpoint", "baselines"):
+            continue
+        kind = type(value) if value is not None else str
+        if field_name in ("init_std",):
+            kind = float
+        if field_name in ("action_repeat", "max_steps", "threads"):
+            kind = int
+        choices = {"planner": ("cem", "mppi"), "energy": ("final", "sum")}.get(field_name)
+        parser.add_argument(
+            f"--{field_name.replace('_', '-')}", type=kind, default=value, choices=choices
+        )
+    parser.add_argument("--baselines", action="store_true",
+                        help="also evaluate a random and a greedy policy")
+    return PlanSettings(**vars(parser.parse_args(list(argv))))
+
+
+def main(argv: Sequence[str]) -> int:
+    summary = run(parse_args(argv))
+    return 0 if summary["results"] else 1
+
+
+__all__ = ["PlanSettings", "build_planner", "load_action_model", "main", "run"]

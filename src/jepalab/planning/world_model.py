@@ -1,0 +1,84 @@
+"""A trained action-conditioned model as a planning energy (V-JEPA 2-AC, Assran et al. 2025,
+Sec. 4, Eq. 5).
+
+The current and the goal images are encoded once; for a batch of candidate action sequences
+``(S, H, A)`` the predictor rolls out all ``S`` candidates in one batched, key/value-cached
+autoregressive pass (:meth:`~jepalab.models.ActionConditionedPredictor.rollout`), and the
+energy is the mean L1 distance between the predicted and the goal features, of the final step
+(``energy="final"``, the paper) or summed over the steps (``"sum"``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from jepalab.methods.action import ActionConditioned, encode_frames
+from jepalab.planning.base import EnergyFn
+
+Energy = Literal["final", "sum"]
+
+
+class LatentWorldModel:
+    """Images in, energies of candidate action sequences out.
+
+    Args:
+        method: a trained :class:`~jepalab.methods.action.ActionConditioned` (its encoder and
+            predictor are used in eval mode, without gradients).
+        mean, std: the normalisation of the training data (``data.params.mean/std``); frames
+            are ``uint8`` and scaled to ``[0, 1]`` first, as the trajectory dataset does.
+        energy: ``"final"`` or ``"sum"`` over the planned steps.
+        device: where the model runs.
+    """
+
+    def __init__(
+        self,
+        method: ActionConditioned,
+        mean: float | list[float] = 0.0,
+        std: float | list[float] = 1.0,
+        energy: Energy = "final",
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if energy not in ("final", "sum"):
+            raise ValueError(f"energy must be 'final' or 'sum', got {energy!r}")
+        if method.use_states:
+            raise ValueError(
+                "this predictor takes proprioceptive states, which image-goal planning in the "
+                "embedded environment does not provide; train it with method.use_states=false"
+            )
+        self.method = method.to(device).eval()
+        self.device = torch.device(device)
+        self.mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)
+        self.std = torch.as_tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
+        self.energy = energy
+
+    def frames(self, image: np.ndarray) -> Tensor:
+        """One ``(H, W)`` or ``(H, W, C)`` uint8 image -> ``(C, H, W)`` normalised floats."""
+        x = torch.as_tensor(np.asarray(image)).float().div_(255.0)
+        if x.ndim not in (2, 3):
+            raise ValueError(f"expected one (H, W) or (H, W, C) image, got {tuple(x.shape)}")
+        x = x[None] if x.ndim == 2 else x.movedim(-1, 0)
+        return ((x - self.mean) / self.std).to(self.device)
+
+    @torch.no_grad()
+    def encode(self, image: np.ndarray) -> Tensor:
+        """``(N, D)`` layer-normed features of one image."""
+        return encode_frames(self.method.encoder, self.frames(image)[None, None])[0, 0]
+
+    def make_energy(self, observation: np.ndarray, goal_observation: np.ndarray) -> EnergyFn:
+        """The energy of candidate sequences from ``observation`` towards the goal image."""
+        start, goal = self.encode(observation), self.encode(goal_observation)
+        predictor = self.method.predictor
+
+        @torch.no_grad()
+        def energy_fn(actions: Tensor) -> Tensor:
+            num = actions.shape[0]
+            first = start.expand(num, *start.shape)
+            predicted = predictor.rollout(first, actions.to(self.device, torch.float32))
+            distance = (predicted - goal).abs().mean(dim=(-2, -1))  # (S, H)
+            return distance[:, -1] if self.energy == "final" else distance.sum(1)
+
+        return energy_fn
