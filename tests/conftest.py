@@ -55,10 +55,39 @@ def tiny_video_cfg(tmp_path):
     )
 
 
-@pytest.fixture(params=["ijepa", "vjepa"])
+@pytest.fixture(scope="session")
+def two_rooms_data(tmp_path_factory):
+    """A tiny Two-Rooms trajectory dataset: 40 random-walk episodes of 12 frames."""
+    from jepalab.envs.collect import collect_two_rooms
+
+    root = tmp_path_factory.mktemp("two_rooms") / "data"
+    return collect_two_rooms(root, num_episodes=40, episode_length=12, seed=0, progress=False)
+
+
+# V-JEPA 2-AC on the tiny Two-Rooms data: a random frozen encoder (4x4 grid), 6-frame windows.
+TINY_ACTION_OVERRIDES = [
+    *TINY_OVERRIDES,
+    "method.encoder_checkpoint=null",
+    "method.auto_steps=2",
+    "predictor.depth=2",
+    "trainer.epochs=8",  # 80 windows at batch 16: 5 steps per epoch
+]
+
+
+@pytest.fixture
+def tiny_action_cfg(tmp_path, two_rooms_data):
+    return compose_config(
+        TINY_ACTION_OVERRIDES
+        + [f"run_dir={tmp_path / 'run'}", f"data.params.root={two_rooms_data}"],
+        experiment="two_rooms_ac",
+    )
+
+
+@pytest.fixture(params=["ijepa", "vjepa", "action"])
 def tiny_any_cfg(request):
-    """The tiny config of each masked-latent method: both train in the one Trainer."""
-    return request.getfixturevalue("tiny_cfg" if request.param == "ijepa" else "tiny_video_cfg")
+    """The tiny config of every method: all train in the one Trainer."""
+    name = {"ijepa": "tiny_cfg", "vjepa": "tiny_video_cfg", "action": "tiny_action_cfg"}
+    return request.getfixturevalue(name[request.param])
 
 
 @pytest.fixture(autouse=True)

@@ -92,7 +92,7 @@ class PlanSettings:
     momentum: float = 0.0
     init_std: float | None = None  # None: the action bound / 2
     temperature: float = 0.5
-    energy: str = "final"  # final | sum
+    energy: str = "min"  # final (V-JEPA 2) | sum | min (closest approach; see world_model.py)
     execute: int = 1
     action_repeat: int | None = None  # None: the training data's frame_skip
     max_steps: int | None = None  # None: the environment's (200)
@@ -212,7 +212,7 @@ def parse_args(argv: Sequence[str]) -> PlanSettings:
             kind = float
         if field_name in ("action_repeat", "max_steps", "threads"):
             kind = int
-        choices = {"planner": ("cem", "mppi"), "energy": ("final", "sum")}.get(field_name)
+        choices = {"planner": ("cem", "mppi"), "energy": ("final", "sum", "min")}.get(field_name)
         parser.add_argument(
             f"--{field_name.replace('_', '-')}", type=kind, default=value, choices=choices
         )

@@ -750,6 +750,8 @@ class TrajectoryFrames(Dataset):
         episodes: ``None``/``"all"``, ``"train"`` (first 90% of episodes), ``"test"`` (last
             10%) or a list of episode indices, so that a probe can test on held-out episodes.
         channels: Output channels, as in :class:`TrajectoryDataset`.
+        frame_stride: keep every ``frame_stride``-th frame of each episode (consecutive
+            frames are nearly identical; a probe needs far fewer of them).
 
     Samples are ``(image float32 (C, H, W), label)``, or ``None`` for an unreadable episode
     file (logged, counted in ``num_corrupt``). The last episode read is cached (per DataLoader
@@ -765,7 +767,11 @@ class TrajectoryFrames(Dataset):
         label_bins: int = 4,
         episodes: Sequence[int] | str | None = None,
         channels: int | None = None,
+        frame_stride: int = 1,
     ) -> None:
+        if frame_stride < 1:
+            raise ValueError(f"TrajectoryFrames: frame_stride={frame_stride} must be >= 1.")
+        self.frame_stride = int(frame_stride)
         self.root = Path(root).expanduser()
         self.meta = read_meta(self.root)
         self.label, self.label_bins = label, int(label_bins)
@@ -776,6 +782,7 @@ class TrajectoryFrames(Dataset):
         self.mean, self.std = _normalisation(mean, std, self.in_chans, "TrajectoryFrames")
         self.episodes = split_episodes(self.meta["num_episodes"], episodes)
         lengths = np.asarray(self.meta["episode_lengths"], dtype=np.int64)[self.episodes]
+        lengths = (lengths + self.frame_stride - 1) // self.frame_stride
         self._offsets = np.concatenate([[0], np.cumsum(lengths)])
         self._labels: Tensor | None = None
         self._cache: tuple[int, dict[str, Any]] | None = None
@@ -821,7 +828,9 @@ class TrajectoryFrames(Dataset):
             else:
                 cells = [
                     self.position_cells(
-                        _read_arrays(self.root, self.meta, e, frames=False)["states"]
+                        _read_arrays(self.root, self.meta, e, frames=False)["states"][
+                            :: self.frame_stride
+                        ]
                     )
                     for e in self.episodes
                 ]
@@ -833,7 +842,7 @@ class TrajectoryFrames(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"TrajectoryFrames: index {index} out of range({len(self)}).")
         slot = int(np.searchsorted(self._offsets, index, side="right")) - 1
-        return self.episodes[slot], index - int(self._offsets[slot])
+        return self.episodes[slot], (index - int(self._offsets[slot])) * self.frame_stride
 
     def __getitem__(self, index: int) -> tuple[Tensor, int] | None:
         episode, frame = self.locate(index)

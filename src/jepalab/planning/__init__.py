@@ -1,5 +1,17 @@
 """Planning with world models: CEM and MPPI trajectory optimisers, the receding-horizon
-loop, oracle and baseline planners, and episode pictures."""
+loop, oracle and baseline planners, and episode pictures.
+
+Reference numbers on Two-Rooms (20 tasks with start and goal in different rooms, seeds 0-19,
+2 shared CPU cores)::
+
+    world = TwoRooms(); R = 10
+    planner = OraclePlanner(world, oracle_config(world, R), action_repeat=R)  # CEM 300x10, H=5
+    evaluate(TwoRoomsEnv(), planner, episodes=20, seed=0, action_repeat=R)
+    # success 0.95 (MPPI 0.90), ~95 ms per replanning; GreedyPolicy 0.00, RandomPolicy 0.15
+
+With ``action_repeat=5`` the 5-step horizon (61 px) is shorter than many detours through the
+door and the oracle drops to 0.80 ("min" energy) / 0.35 ("final").
+"""
 
 from jepalab.planning.base import EnergyFn, PlanResult
 from jepalab.planning.cem import CEMConfig, cem

@@ -64,8 +64,8 @@ class EpisodeResult:
     positions: np.ndarray
     plans: list[tuple[np.ndarray, np.ndarray]] = field(repr=False)
     plan_seconds: list[float] = field(repr=False)
-    start: np.ndarray = field(default_factory=lambda: np.zeros(2))
-    goal: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    start: np.ndarray
+    goal: np.ndarray
     action_repeat: int = 1
 
 
@@ -115,7 +115,8 @@ def run_episode(
 
     Args:
         env: the environment; reset here with ``seed`` (and ``start``/``goal`` if given).
-        planner: see :class:`Planner`; reseeded with ``seed`` if it has ``reset``.
+        planner: see :class:`Planner`; reseeded with ``seed`` if it has ``reset``. If it has
+            an ``action_repeat`` attribute, it must equal ``action_repeat``.
         execute: planned actions executed before replanning (1 = full MPC).
         action_repeat: environment steps per planned action.
         max_steps: budget of environment steps; default ``env.config.max_steps``.
@@ -133,6 +134,12 @@ def run_episode(
     budget = env.config.max_steps if max_steps is None else max_steps
     if budget < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    planned_repeat = getattr(planner, "action_repeat", action_repeat)
+    if planned_repeat != action_repeat:
+        raise ValueError(
+            f"action_repeat={action_repeat} but the planner plans with action_repeat="
+            f"{planned_repeat}: its actions would be executed at the wrong scale"
+        )
     if seed is not None and hasattr(planner, "reset"):
         planner.reset(seed)
     obs, info = env.reset(seed=seed, start=start, goal=goal)
