@@ -210,3 +210,35 @@ def test_video_encoder_embeds_single_frames_as_one_tubelet():
     assert z.shape == (2, 3, 16, 32)
     expected = video(frames[0, 1][None, :, None].expand(-1, -1, 2, -1, -1))
     torch.testing.assert_close(z[0, 1], torch.nn.functional.layer_norm(expected[0], (32,)))
+
+
+# -- the model as a planning energy -----------------------------------------------------------
+@pytest.mark.parametrize("energy", ["final", "sum", "min"])
+def test_latent_energy_scores_all_candidates_in_one_batched_rollout(energy):
+    from jepalab.planning.world_model import LatentWorldModel
+
+    method = _method()
+    world = TwoRooms()
+    model = LatentWorldModel(method, mean=0.05, std=0.15, energy=energy)
+    # 64x64 renders, but the tiny encoder takes 16x16: feed it 16x16 frames
+    obs = world.render(np.array([20.0, 30.0]))[::4, ::4]
+    goal = world.render(np.array([45.0, 30.0]))[::4, ::4]
+    calls = []
+    original = method.predictor.rollout
+
+    def counting_rollout(*args, **kw):
+        calls.append(args[1].shape)
+        return original(*args, **kw)
+
+    method.predictor.rollout = counting_rollout
+    energy_fn = model.make_energy(obs, goal)
+    actions = torch.randn(7, 3, 2)
+    energies = energy_fn(actions)
+    assert energies.shape == (7,) and calls == [(7, 3, 2)]
+    z0, zg = model.encode(obs), model.encode(goal)
+    distance = (original(z0.expand(7, -1, -1), actions) - zg).abs().mean((-2, -1))
+    expected = {"final": distance[:, -1], "sum": distance.sum(1), "min": distance.amin(1)}
+    torch.testing.assert_close(energies, expected[energy])
+    frame = model.frames(obs)
+    assert frame.shape == (1, 16, 16)
+    torch.testing.assert_close(frame.mean(), torch.tensor(float(obs.mean()) / 255 - 0.05) / 0.15)
