@@ -29,8 +29,9 @@ class SampleBatch:
     skipped: int
 
 
-def collate_samples(items: Sequence[tuple[Any, SampleKey]]) -> SampleBatch:
-    """Stack ``(image, label)`` samples; a ``None`` sample (unreadable file) is dropped."""
+def readable_samples(items: Sequence[tuple[Any, SampleKey]]) -> tuple[list[Any], int, int]:
+    """``(samples that loaded, step, number dropped)`` of a keyed batch; a ``None`` sample is
+    an unreadable file, already logged by its dataset. Fails if nothing loaded."""
     if not items:
         raise ValueError("cannot collate an empty batch")
     step = items[0][1].step
@@ -40,6 +41,12 @@ def collate_samples(items: Sequence[tuple[Any, SampleKey]]) -> SampleBatch:
             f"every sample of the batch at step {step} failed to load; see the warnings "
             "above for the file names"
         )
+    return good, step, len(items) - len(good)
+
+
+def collate_samples(items: Sequence[tuple[Any, SampleKey]]) -> SampleBatch:
+    """Stack ``(image, label)`` samples; a ``None`` sample (unreadable file) is dropped."""
+    good, step, skipped = readable_samples(items)
     images = torch.stack([s[0] for s in good])
     labels = torch.tensor([int(s[1]) for s in good], dtype=torch.long)
-    return SampleBatch(images, labels, step, len(items) - len(good))
+    return SampleBatch(images, labels, step, skipped)

@@ -53,6 +53,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from jepalab.data.collate import readable_samples
 from jepalab.data.sampling import SampleKey
 from jepalab.data.video import _import_decord
 
@@ -894,17 +895,9 @@ def collate_trajectories(
         ValueError: If ``items`` is empty.
         RuntimeError: If every sample failed to load.
     """
-    if not items:
-        raise ValueError("cannot collate an empty batch")
-    step = items[0][1].step
-    good = [sample for sample, _ in items if sample is not None]
-    if not good:
-        raise RuntimeError(
-            f"every sample of the batch at step {step} failed to load; see the warnings "
-            "above for the file names"
-        )
+    good, step, skipped = readable_samples(items)
     stacked = {key: torch.stack([s[key] for s in good]) for key in ("frames", "actions", "states")}
-    return TrajectoryBatch(**stacked, step=step, skipped=len(items) - len(good))
+    return TrajectoryBatch(**stacked, step=step, skipped=skipped)
 
 
 def describe(root: str | os.PathLike[str]) -> str:
