@@ -33,13 +33,29 @@ def _image_folder(root: Path) -> Path:
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_composes_and_builds(experiment, tmp_path):
+def test_every_experiment_composes_and_builds(experiment, tmp_path, request):
     cfg = compose_config([], experiment)
     if cfg.data.name == "image_folder":  # a user-data recipe: point it at a small real folder
         cfg = compose_config([f"data.params.root={_image_folder(tmp_path / 'imgs')}"], experiment)
     if cfg.data.name == "video_files":  # ... or at a list of real H.264 clips
         cfg = compose_config([f"data.params.source={_video_list(tmp_path)}"], experiment)
+    if cfg.data.name.startswith("trajector"):  # collected data: a tiny collection
+        data = request.getfixturevalue("two_rooms_data")
+        overrides = [f"data.params.root={data}"]
+        if cfg.method.name == "action":  # the pretrained encoder is step 2 of the pipeline
+            overrides += ["method.encoder_checkpoint=null", "data.params.frame_skip=2"]
+        cfg = compose_config(overrides, experiment)
     assert cfg.name == experiment
+    if cfg.method.name == "action":
+        exp = build_experiment(cfg)
+        assert exp.method.encoder.grid_size == exp.method.predictor.grid_size
+        assert exp.method.encoder_frozen
+        window = exp.dataset[0]
+        frames = window["frames"]
+        assert frames.shape[0] == cfg.data.params.num_frames
+        assert tuple(frames.shape[1:]) == (cfg.encoder.in_chans,) + (cfg.encoder.img_size,) * 2
+        assert window["actions"].shape == (frames.shape[0] - 1, 2)
+        return
     # Full-size recipes (ViT-H) are wired up on the meta device: shapes, no memory.
     device = "meta" if cfg.encoder.name.startswith(("vit_large", "vit_huge")) else "cpu"
     with torch.device(device):

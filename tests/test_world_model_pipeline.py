@@ -29,7 +29,8 @@ def test_collect_pretrain_train_ac_and_plan_from_the_cli(tmp_path, capsys):
     ac_run = tmp_path / "ac"
     assert main([
         "train", "experiment=two_rooms_ac", *tiny, "data.batch_size=8", "trainer.max_steps=2",
-        "predictor.embed_dim=16", f"data.params.root={data}", f"run_dir={ac_run}",
+        "predictor.embed_dim=16", "data.params.frame_skip=2", f"data.params.root={data}",
+        f"run_dir={ac_run}",
         f"method.encoder_checkpoint={encoder_run}",
     ]) == 0
     # the AC run's stored config describes the pretrained encoder it used ...
