@@ -40,7 +40,7 @@ from jepalab.masks import (
 from jepalab.methods import IJEPA, VJEPA, ActionConditioned, Method
 from jepalab.models import create_encoder, create_predictor
 from jepalab.train import Trainer
-from jepalab.train.checkpoint import list_checkpoints, load_checkpoint
+from jepalab.train.checkpoint import load_checkpoint, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -174,20 +174,6 @@ def _masked_jepa_builder(method_cls: type[IJEPA]) -> Callable[[Config], Experime
         return Experiment(method, build_dataset(cfg.data), collate)
 
     return build
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or the newest checkpoint of a run directory."""
-    path = Path(path)
-    if path.is_dir():
-        ckpt_dir = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-        found = list_checkpoints(ckpt_dir)
-        if not found:
-            raise FileNotFoundError(f"no checkpoint (step_*.pt) in {ckpt_dir}")
-        return found[-1][1]
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    return path
 
 
 def load_pretrained_encoder(

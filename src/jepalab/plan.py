@@ -15,16 +15,18 @@ import argparse
 import json
 import logging
 import time
+import typing
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import OmegaConf
 
-from jepalab.envs import TwoRoomsConfig, TwoRoomsEnv
-from jepalab.experiment import build_action_model, resolve_checkpoint
+from jepalab.data.trajectories import read_meta
+from jepalab.envs import TwoRooms, TwoRoomsConfig, TwoRoomsEnv
+from jepalab.experiment import build_action_model
 from jepalab.methods.action import ActionConditioned
 from jepalab.planning import (
     CEMConfig,
@@ -35,8 +37,8 @@ from jepalab.planning import (
     evaluate,
     save_episode_picture,
 )
-from jepalab.planning.world_model import LatentWorldModel
-from jepalab.train.checkpoint import load_checkpoint
+from jepalab.planning.world_model import ENERGIES, LatentWorldModel
+from jepalab.train.checkpoint import load_checkpoint, resolve_checkpoint
 from jepalab.train.trainer import resolve_device
 
 log = logging.getLogger(__name__)
@@ -68,12 +70,11 @@ def environment_config(run_config: dict) -> TwoRoomsConfig:
     """The Two-Rooms geometry the training data was collected in (its ``meta.json``), or the
     default one when the data directory is not at hand."""
     root = run_config.get("data", {}).get("params", {}).get("root")
-    meta = Path(root) / "meta.json" if root else None
-    if meta is not None and meta.is_file():
-        source = json.loads(meta.read_text()).get("source") or {}
+    if root and (Path(root) / "meta.json").is_file():
+        source = read_meta(root).get("source") or {}
         if source.get("env") == "two_rooms" and "config" in source:
             return TwoRoomsConfig(**source["config"])
-    log.warning("no Two-Rooms meta.json at %s; planning in the default geometry", meta)
+    log.warning("no Two-Rooms dataset at data.params.root=%s; default geometry", root)
     return TwoRoomsConfig()
 
 
@@ -160,7 +161,7 @@ def run(settings: PlanSettings) -> dict[str, Any]:
     run_dir = _run_dir(settings.checkpoint)
     picture = Path(settings.picture or run_dir / "plan_episode.png")
     first = next(iter(episodes.values()))[0]
-    save_episode_picture(picture, TwoRoomsEnv(env_cfg).world, first)
+    save_episode_picture(picture, TwoRooms(env_cfg), first)
     summary = {
         "settings": asdict(settings) | {"action_repeat": action_repeat},
         "environment": asdict(env_cfg),
@@ -202,19 +203,18 @@ def parse_args(argv: Sequence[str]) -> PlanSettings:
         prog="jepalab plan", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    defaults = PlanSettings(checkpoint="")
     parser.add_argument("checkpoint", help="action-conditioned run directory or checkpoint file")
-    for field_name, value in asdict(defaults).items():
-        if field_name in ("checkpoint", "baselines"):
+    hints = typing.get_type_hints(PlanSettings)
+    choices = {"planner": ("cem", "mppi"), "energy": ENERGIES}
+    for field in fields(PlanSettings):
+        if field.name in ("checkpoint", "baselines"):
             continue
-        kind = type(value) if value is not None else str
-        if field_name in ("init_std",):
-            kind = float
-        if field_name in ("action_repeat", "max_steps", "threads"):
-            kind = int
-        choices = {"planner": ("cem", "mppi"), "energy": ("final", "sum", "min")}.get(field_name)
+        kind = [t for t in typing.get_args(hints[field.name]) if t is not type(None)]
         parser.add_argument(
-            f"--{field_name.replace('_', '-')}", type=kind, default=value, choices=choices
+            f"--{field.name.replace('_', '-')}",
+            type=kind[0] if kind else hints[field.name],
+            default=field.default,
+            choices=choices.get(field.name),
         )
     parser.add_argument("--baselines", action="store_true",
                         help="also evaluate a random and a greedy policy")
@@ -222,8 +222,8 @@ def parse_args(argv: Sequence[str]) -> PlanSettings:
 
 
 def main(argv: Sequence[str]) -> int:
-    summary = run(parse_args(argv))
-    return 0 if summary["results"] else 1
+    run(parse_args(argv))
+    return 0
 
 
 __all__ = ["PlanSettings", "build_planner", "load_action_model", "main", "run"]

@@ -84,7 +84,7 @@ def rollout_random_walk(
         ``(states, actions)``: float32 positions ``(E, T, 2)`` and the clipped float32 actions
         ``(E, T - 1, 2)`` actually applied, with ``states[:, t + 1] == world.step(states[:, t],
         actions[:, t])`` up to float32 rounding (positions are stepped from the stored float32
-        value; see :func:`_free_float32`).
+        value; a stop rounded onto a wall's edge is a free position).
     """
     starts = world.sample_positions(rng, num_episodes)  # a random room, uniform in it
     at_door = rng.permutation(num_episodes)[: round(door_start_fraction * num_episodes)]
@@ -94,27 +94,8 @@ def rollout_random_walk(
     states = np.empty((num_episodes, length, 2), dtype=np.float32)
     states[:, 0] = starts
     for t in range(length - 1):
-        states[:, t + 1] = _free_float32(world, world.step(states[:, t], actions[:, t]))
+        states[:, t + 1] = world.step(states[:, t], actions[:, t])
     return states, actions
-
-
-def _free_float32(world: TwoRooms, positions: np.ndarray) -> np.ndarray:
-    """float64 positions ``(N, 2)`` rounded to float32 without landing on a wall.
-
-    A move that grazes a wall stops ``1e-4`` pixels before it *along the move*, which can be
-    less than float32's resolution across the wall (~4e-6 px at x = 33); rounding would put
-    the agent exactly on the wall's edge, where ``TwoRooms.step`` keeps it stuck for good.
-    Such coordinates are moved one float32 ulp back towards their float64 value.
-    """
-    rounded = positions.astype(np.float32)
-    bad = ~world.is_free(rounded)
-    if bad.any():
-        exact, now = positions[bad], rounded[bad]
-        target = np.where(exact > now, np.inf, np.where(exact < now, -np.inf, now))
-        rounded[bad] = np.nextafter(now, target.astype(np.float32))
-        if not world.is_free(rounded).all():
-            raise AssertionError("a float32 position is still inside a wall")
-    return rounded
 
 
 def collect_two_rooms(

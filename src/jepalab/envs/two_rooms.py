@@ -112,16 +112,22 @@ class TwoRooms:
         lo, hi = c.arena
         return np.clip(nxt, lo, hi)
 
-    def _out_of_wall(self, p: np.ndarray) -> np.ndarray:
-        """Positions inside the solid wall (only reachable through float32 rounding of a
-        position stopped at its edge) moved to the nearer edge, so they can move again."""
+    def _in_solid_wall(self, p: np.ndarray) -> np.ndarray:
+        """True strictly inside the dividing wall outside the door; its edges are free, as
+        :meth:`step` lets an agent touch them (a stop rounded to float32 lands there)."""
         c = self.config
         x, y = p[..., 0], p[..., 1]
-        solid = (x > c.wall_left) & (x < c.wall_right) & ((y < c.door[0]) | (y > c.door[1]))
+        return (x > c.wall_left) & (x < c.wall_right) & ((y < c.door[0]) | (y > c.door[1]))
+
+    def _out_of_wall(self, p: np.ndarray) -> np.ndarray:
+        """Positions given inside the solid wall moved to its nearer edge, so they can move."""
+        solid = self._in_solid_wall(p)
         if not solid.any():
             return p
+        c = self.config
+        x = p[..., 0]
         edge = np.where(x - c.wall_left < c.wall_right - x, c.wall_left, c.wall_right)
-        return np.stack([np.where(solid, edge, x), y], axis=-1)
+        return np.stack([np.where(solid, edge, x), p[..., 1]], axis=-1)
 
     def rollout(self, position: np.ndarray, actions: np.ndarray) -> np.ndarray:
         """Positions ``(..., H + 1, 2)`` visited by applying actions ``(..., H, 2)`` in turn."""
@@ -141,14 +147,11 @@ class TwoRooms:
         return (np.asarray(positions)[..., 0] > self.config.wall_x).astype(np.int64)
 
     def is_free(self, positions: np.ndarray) -> np.ndarray:
-        """True where a position is inside the arena and not inside the wall."""
-        c = self.config
+        """True where a position is inside the arena and not inside the wall (edges count as
+        free, as for :meth:`step`)."""
         p = np.asarray(positions)
-        lo, hi = c.arena
-        inside = np.all((p >= lo) & (p <= hi), axis=-1)
-        in_column = (p[..., 0] >= c.wall_left) & (p[..., 0] <= c.wall_right)
-        in_door = (p[..., 1] >= c.door[0]) & (p[..., 1] <= c.door[1])
-        return inside & (~in_column | in_door)
+        lo, hi = self.config.arena
+        return np.all((p >= lo) & (p <= hi), axis=-1) & ~self._in_solid_wall(p)
 
     def sample_positions(
         self, rng: np.random.Generator, n: int, room: int | np.ndarray | None = None

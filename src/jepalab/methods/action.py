@@ -110,7 +110,6 @@ class ActionConditioned(Method):
         self.predictor = predictor
         self.auto_steps, self.loss_exp = int(auto_steps), float(loss_exp)
         self.use_states = use_states
-        self.trainable_encoder_blocks = trainable_encoder_blocks
         set_trainable_blocks(encoder, trainable_encoder_blocks)
 
     @property

@@ -78,17 +78,26 @@ class ActionConditionedPredictor(nn.Module):
         )
         self.predictor_norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.predictor_proj = nn.Linear(embed_dim, encoder_dim)
+        self._position_tables: dict[torch.device, Tensor] = {}  # fixed; see _positions
         init_transformer_weights(self, self.predictor_blocks, init_std)
 
     # -- tokens -----------------------------------------------------------------------------
     def _positions(self, first: int, steps: int, device: torch.device) -> Tensor:
-        """``(steps, tokens_per_step, D)`` fixed positions of steps ``first .. first+steps-1``."""
-        h, w = self.grid_size
+        """``(steps, tokens_per_step, D)`` fixed positions of steps ``first .. first+steps-1``.
+
+        The table is built once per device (and regrown for longer sequences): a planning
+        step calls this ``iterations x horizon`` times."""
         last = first + steps
-        patches = sincos_3d(self.embed_dim, (last, h, w)).view(last, h * w, -1)[first:]
-        times = sincos_1d(self.embed_dim, torch.arange(first, last)).float()
-        cond = times[:, None].expand(-1, self.num_cond_tokens, -1)
-        return torch.cat([cond, patches], dim=1).to(device)
+        table = self._position_tables.get(device)
+        if table is None or table.shape[0] < last:
+            h, w = self.grid_size
+            length = max(last, 16)
+            patches = sincos_3d(self.embed_dim, (length, h, w)).view(length, h * w, -1)
+            times = sincos_1d(self.embed_dim, torch.arange(length)).float()
+            cond = times[:, None].expand(-1, self.num_cond_tokens, -1)
+            table = torch.cat([cond, patches], dim=1).to(device)
+            self._position_tables[device] = table
+        return table[first:last]
 
     def _tokens(self, features: Tensor, actions: Tensor, states: Tensor | None, first: int):
         """``(B, T * tokens_per_step, D)`` input tokens of steps ``first ..``."""

@@ -73,6 +73,21 @@ def load_latest(directory: Path, map_location: str | torch.device = "cpu") -> di
     return None
 
 
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file as given, or the newest checkpoint of a run directory (``RUN`` or
+    ``RUN/checkpoints``)."""
+    path = Path(path)
+    if path.is_dir():
+        ckpt_dir = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        found = list_checkpoints(ckpt_dir)
+        if not found:
+            raise FileNotFoundError(f"no checkpoint (step_*.pt) in {ckpt_dir}")
+        return found[-1][1]
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return path
+
+
 def prune_checkpoints(directory: Path, keep_last: int) -> None:
     """Delete all but the ``keep_last`` newest checkpoints."""
     if keep_last <= 0:
