@@ -11,6 +11,10 @@ jepalab collect [--out DIR] [--episodes N] [--length T] [--seed S]
 jepalab convert-trajectories SRC.npz DEST [--fps F] [--overwrite]
                                    stacked arrays (frames, actions[, states]) -> a trajectory
                                    dataset (format: docs/trajectories.md)
+jepalab convert --from FORMAT --to FORMAT IN OUT
+                                   official checkpoint <-> jepalab (FORMAT: jepalab, ijepa,
+                                   vjepa, vjepa2, vjepa2_ac, vjepa2_ac_extrinsics; --from auto
+                                   detects), e.g. --from vjepa2 --to jepalab vitl.pt vitl_jl.pt
 jepalab plan RUN_DIR [--episodes N] [--planner cem|mppi] [--baselines] ...
                                    plan with a trained action-conditioned model in Two-Rooms:
                                    success rate, distance to goal, planning time per step
@@ -141,6 +145,34 @@ def _convert_trajectories(args: Sequence[str]) -> int:
     return 0
 
 
+def _convert(args: Sequence[str]) -> int:
+    from jepalab.interop import FORMATS, convert_file
+
+    parser = argparse.ArgumentParser(
+        prog="jepalab convert",
+        description="Convert official I-JEPA / V-JEPA / V-JEPA 2 checkpoints to jepalab's "
+        "layout and back (docs: README, 'Official checkpoints').",
+    )
+    parser.add_argument("--from", dest="source", default="auto", choices=("auto", *FORMATS))
+    parser.add_argument("--to", dest="target", required=True, choices=FORMATS)
+    parser.add_argument("src", help="input checkpoint (.pth / .pt / .pth.tar)")
+    parser.add_argument("dest", help="output file")
+    opts = parser.parse_args(args)
+    if opts.source == opts.target:
+        print(f"jepalab convert: --from and --to are both {opts.target!r}", file=sys.stderr)
+        return 2
+    if "jepalab" not in (opts.source, opts.target) and opts.source != "auto":
+        print("jepalab convert: one side must be 'jepalab'", file=sys.stderr)
+        return 2
+    try:
+        source = convert_file(opts.src, opts.dest, opts.source, opts.target)
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        print(f"jepalab convert: {exc}", file=sys.stderr)
+        return 2
+    print(f"jepalab convert: {opts.src} ({source}) -> {opts.dest} ({opts.target})")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
@@ -154,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _list()
     if command == "collect":
         return _collect(rest)
+    if command == "convert":
+        return _convert(rest)
     if command == "convert-trajectories":
         return _convert_trajectories(rest)
     if command == "plan":

@@ -1,16 +1,22 @@
 """The action-conditioned predictor of V-JEPA 2-AC (Assran et al. 2025, "V-JEPA 2", Sec. 3).
 
-Per time step ``t`` the predictor reads the tokens ``[action_t, state_t, patches of frame t]``
-(the state token only when ``state_dim > 0``): actions and proprioceptive states through their
-own linear embeddings, frame features through a linear projection to the predictor width.
+Per time step ``t`` the predictor reads the tokens ``[action_t, state_t, extrinsics_t, patches
+of frame t]`` (the state token only when ``state_dim > 0``, the camera-extrinsics token only
+when ``extrinsics_dim > 0``): actions, proprioceptive states and extrinsics through their own
+linear embeddings, frame features through a linear projection to the predictor width.
 A transformer with **frame-causal attention** (every token of step ``t`` sees every token of
 steps ``<= t``) maps them to the features of frame ``t + 1`` at the patch positions.
 
-Differences from the release, on purpose: positions are fixed sincos tables (3-D
-``[time, row, column]`` for patches, the time table for the action/state tokens) instead of
-3-D RoPE, so no position table limits the number of steps; the block-causal mask is a single
-integer handed to the attention dispatcher (:func:`jepalab.kernels.attention`, ``causal_block``)
-instead of a pre-built dense boolean mask sliced on every forward.
+Positions: by default fixed sincos tables added to the tokens (3-D ``[time, row, column]`` for
+patches, the time table for the conditioning tokens); ``pos_embed="rope"`` instead rotates
+queries and keys as the release does (vjepa2 ``ACRoPEAttention``): patch tokens by their
+``(time, row, column)`` over the three axis chunks of each head, conditioning tokens by their
+time step in the time chunk only; with ``rope_reference_layout=True`` it reproduces the
+release's ``.repeat`` channel layout, which the released weights need
+(:mod:`jepalab.interop.vjepa2`). Either way tables grow with the number of steps. The
+block-causal mask is a single integer handed to the attention dispatcher
+(:func:`jepalab.kernels.attention`, ``causal_block``) instead of a pre-built dense boolean
+mask sliced on every forward.
 
 :meth:`ActionConditionedPredictor.rollout` predicts autoregressively with a key/value cache:
 because attention is frame-causal, outputs at steps ``<= t`` never change when later steps
@@ -23,7 +29,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from jepalab.models.layers import Block, drop_path_rates, init_transformer_weights
+from jepalab.models.layers import Block, drop_path_rates, init_transformer_weights, rope_angles
 from jepalab.models.layers.pos_embed import sincos_1d, sincos_3d
 from jepalab.models.registry import register_predictor
 
@@ -40,6 +46,10 @@ class ActionConditionedPredictor(nn.Module):
         drop_path_rate: stochastic depth, linearly increasing over blocks.
         init_std: truncated-normal initialisation std.
         attn_backend: backend of :func:`jepalab.kernels.attention`.
+        extrinsics_dim: size of one camera-extrinsics vector (V-JEPA 2-AC ``use_extrinsics``:
+            6); ``0``: no extrinsics token.
+        pos_embed: ``"sincos"`` (added to the tokens) or ``"rope"`` (V-JEPA 2-AC).
+        rope_reference_layout: reproduce V-JEPA 2's rotary channel layout (for its weights).
     """
 
     def __init__(
@@ -55,23 +65,37 @@ class ActionConditionedPredictor(nn.Module):
         drop_path_rate: float = 0.0,
         init_std: float = 0.02,
         attn_backend: str = "auto",
+        extrinsics_dim: int = 0,
+        pos_embed: str = "sincos",
+        rope_reference_layout: bool = False,
     ) -> None:
         super().__init__()
         if len(grid_size) != 2:
             raise ValueError(f"grid_size must be the (h, w) grid of one frame, got {grid_size}")
-        if embed_dim % 8:
+        if pos_embed not in ("sincos", "rope"):
+            raise ValueError(f"pos_embed={pos_embed!r} is not 'sincos' or 'rope'")
+        if pos_embed == "sincos" and embed_dim % 8:
             raise ValueError(f"embed_dim must be divisible by 8 (3-D sincos), got {embed_dim}")
-        if action_dim < 1 or state_dim < 0:
-            raise ValueError(f"action_dim={action_dim} must be >= 1, state_dim={state_dim} >= 0")
+        if action_dim < 1 or state_dim < 0 or extrinsics_dim < 0:
+            raise ValueError(
+                f"action_dim={action_dim} must be >= 1, state_dim={state_dim} and "
+                f"extrinsics_dim={extrinsics_dim} >= 0"
+            )
         self.grid_size = tuple(grid_size)
         self.num_patches = grid_size[0] * grid_size[1]
         self.encoder_dim, self.embed_dim = encoder_dim, embed_dim
         self.action_dim, self.state_dim = action_dim, state_dim
-        self.num_cond_tokens = 1 + (state_dim > 0)
+        self.extrinsics_dim = extrinsics_dim
+        self.num_cond_tokens = 1 + (state_dim > 0) + (extrinsics_dim > 0)
         self.tokens_per_step = self.num_cond_tokens + self.num_patches
+        self.pos_embed_kind, self.rope_reference_layout = pos_embed, rope_reference_layout
+        self.head_dim = embed_dim // num_heads
         self.predictor_embed = nn.Linear(encoder_dim, embed_dim)
         self.action_encoder = nn.Linear(action_dim, embed_dim)
         self.state_encoder = nn.Linear(state_dim, embed_dim) if state_dim > 0 else None
+        self.extrinsics_encoder = (
+            nn.Linear(extrinsics_dim, embed_dim) if extrinsics_dim > 0 else None
+        )
         self.predictor_blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_ratio, drop_path=p, attn_backend=attn_backend)
             for p in drop_path_rates(drop_path_rate, depth)
@@ -79,6 +103,7 @@ class ActionConditionedPredictor(nn.Module):
         self.predictor_norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.predictor_proj = nn.Linear(embed_dim, encoder_dim)
         self._position_tables: dict[torch.device, Tensor] = {}  # fixed; see _positions
+        self._rope_tables: dict[torch.device, Tensor] = {}  # fixed; see _rope
         init_transformer_weights(self, self.predictor_blocks, init_std)
 
     # -- tokens -----------------------------------------------------------------------------
@@ -99,7 +124,37 @@ class ActionConditionedPredictor(nn.Module):
             self._position_tables[device] = table
         return table[first:last]
 
-    def _tokens(self, features: Tensor, actions: Tensor, states: Tensor | None, first: int):
+    def _rope(self, first: int, steps: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """Rotary ``(cos, sin)``, each ``(steps * tokens_per_step, 1, head_dim)``, of steps
+        ``first ..``: patch tokens at ``(t, row, column)``, conditioning tokens at ``(t, 0, 0)``
+        so that only their time chunk rotates (vjepa2 ``ACRoPEAttention``)."""
+        last = first + steps
+        table = self._rope_tables.get(device)
+        if table is None or table.shape[1] < last:
+            h, w = self.grid_size
+            length = max(last, 16)
+            t, r, c = torch.meshgrid(
+                torch.arange(length), torch.arange(h), torch.arange(w), indexing="ij"
+            )
+            patches = torch.stack([t, r, c], dim=-1).view(length, h * w, 3)
+            cond = torch.zeros(length, self.num_cond_tokens, 3, dtype=torch.long)
+            cond[..., 0] = torch.arange(length)[:, None]
+            coords = torch.cat([cond, patches], dim=1).view(-1, 3)
+            angles = rope_angles(coords, self.head_dim, reference_layout=self.rope_reference_layout)
+            angles = angles.view(length, self.tokens_per_step, self.head_dim)
+            table = torch.stack([angles.cos(), angles.sin()]).float().to(device)
+            self._rope_tables[device] = table
+        cos, sin = table[:, first:last].flatten(1, 2)[..., None, :].unbind(0)
+        return cos, sin
+
+    def _tokens(
+        self,
+        features: Tensor,
+        actions: Tensor,
+        states: Tensor | None,
+        first: int,
+        extrinsics: Tensor | None = None,
+    ) -> Tensor:
         """``(B, T * tokens_per_step, D)`` input tokens of steps ``first ..``."""
         b, t, n, _ = features.shape
         if n != self.num_patches:
@@ -115,9 +170,19 @@ class ActionConditionedPredictor(nn.Module):
                 shape = None if states is None else tuple(states.shape)
                 raise ValueError(f"this predictor needs states (B={b}, T={t}, S), got {shape}")
             parts.append(self.state_encoder(states)[:, :, None])
+        if self.extrinsics_encoder is not None:
+            if extrinsics is None or extrinsics.shape[:2] != (b, t):
+                shape = None if extrinsics is None else tuple(extrinsics.shape)
+                raise ValueError(f"this predictor needs extrinsics (B={b}, T={t}, E), got {shape}")
+            parts.append(self.extrinsics_encoder(extrinsics)[:, :, None])
         parts.append(self.predictor_embed(features))
-        x = torch.cat(parts, dim=2) + self._positions(first, t, features.device)
+        x = torch.cat(parts, dim=2)
+        if self.pos_embed_kind == "sincos":
+            x = x + self._positions(first, t, features.device)
         return x.reshape(b, t * self.tokens_per_step, self.embed_dim)
+
+    def _step_rope(self, first: int, steps: int, device: torch.device):
+        return self._rope(first, steps, device) if self.pos_embed_kind == "rope" else None
 
     def _readout(self, x: Tensor, steps: int) -> Tensor:
         """Predictions at the patch tokens, ``(B, steps, N, encoder_dim)``."""
@@ -125,30 +190,45 @@ class ActionConditionedPredictor(nn.Module):
         return self.predictor_proj(self.predictor_norm(x[:, :, self.num_cond_tokens :]))
 
     # -- prediction -------------------------------------------------------------------------
-    def forward(self, features: Tensor, actions: Tensor, states: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        features: Tensor,
+        actions: Tensor,
+        states: Tensor | None = None,
+        extrinsics: Tensor | None = None,
+    ) -> Tensor:
         """Teacher-forced prediction of every next frame.
 
         Args:
             features: ``(B, T, N, encoder_dim)`` features of frames ``0 .. T-1``.
             actions: ``(B, T, action_dim)``; action ``t`` leads from frame ``t`` to ``t + 1``.
             states: ``(B, T, state_dim)`` or ``None`` when ``state_dim == 0``.
+            extrinsics: ``(B, T, extrinsics_dim)`` or ``None`` when ``extrinsics_dim == 0``.
 
         Returns:
             ``(B, T, N, encoder_dim)``: entry ``t`` predicts frame ``t + 1`` from steps ``<= t``.
         """
         steps = features.shape[1]
-        x = self._tokens(features, actions, states, first=0)
+        x = self._tokens(features, actions, states, first=0, extrinsics=extrinsics)
+        rope = self._step_rope(0, steps, features.device)
         for blk in self.predictor_blocks:
-            x = blk(x, causal_block=self.tokens_per_step)
+            x = blk(x, rope=rope, causal_block=self.tokens_per_step)
         return self._readout(x, steps)
 
-    def rollout(self, features: Tensor, actions: Tensor, states: Tensor | None = None) -> Tensor:
+    def rollout(
+        self,
+        features: Tensor,
+        actions: Tensor,
+        states: Tensor | None = None,
+        extrinsics: Tensor | None = None,
+    ) -> Tensor:
         """Autoregressive prediction from one observed frame (V-JEPA 2-AC rollout, planning).
 
         Args:
             features: ``(B, N, encoder_dim)`` features of the first frame.
             actions: ``(B, H, action_dim)`` actions of steps ``0 .. H-1``.
             states: ``(B, H, state_dim)`` states of steps ``0 .. H-1`` (or ``None``).
+            extrinsics: ``(B, H, extrinsics_dim)`` of steps ``0 .. H-1`` (or ``None``).
 
         Returns:
             ``(B, H, N, encoder_dim)``: entry ``t`` is the predicted frame ``t + 1``, each
@@ -159,9 +239,11 @@ class ActionConditionedPredictor(nn.Module):
         frame, predictions = features, []
         for t in range(horizon):
             step_states = None if states is None else states[:, t : t + 1]
-            x = self._tokens(frame[:, None], actions[:, t : t + 1], step_states, first=t)
+            step_extr = None if extrinsics is None else extrinsics[:, t : t + 1]
+            x = self._tokens(frame[:, None], actions[:, t : t + 1], step_states, t, step_extr)
+            rope = self._step_rope(t, 1, frame.device)
             for blk, cache in zip(self.predictor_blocks, caches, strict=True):
-                x = blk(x, kv_cache=cache)
+                x = blk(x, rope=rope, kv_cache=cache)
             frame = self._readout(x, 1)[:, 0]
             predictions.append(frame)
         return torch.stack(predictions, dim=1)

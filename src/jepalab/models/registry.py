@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from torch import nn
@@ -53,9 +54,30 @@ register_encoder = ENCODERS.register
 register_predictor = PREDICTORS.register
 
 
-def create_encoder(name: str, **kwargs: Any) -> nn.Module:
-    """Build a registered encoder, e.g. ``create_encoder("vit_small_patch16", img_size=224)``."""
-    return ENCODERS.create(name, **kwargs)
+def create_encoder(
+    name: str,
+    checkpoint: str | Path | None = None,
+    checkpoint_key: str = "target_encoder",
+    checkpoint_format: str | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a registered encoder, e.g. ``create_encoder("vit_small_patch16", img_size=224)``.
+
+    With ``checkpoint`` (a local official I-JEPA / V-JEPA / V-JEPA 2 file or a jepalab one),
+    its layout is detected (or given as ``checkpoint_format``), the options it implies are
+    defaulted (V-JEPA 2: ``pos_embed="rope", rope_reference_layout=True``) and the weights
+    under ``checkpoint_key`` are loaded strictly (:func:`jepalab.interop.load_encoder`).
+    """
+    if checkpoint is None:
+        return ENCODERS.create(name, **kwargs)
+    from jepalab.interop import implied_kwargs, load_encoder, read_checkpoint
+
+    ckpt = read_checkpoint(checkpoint)
+    rope = kwargs.get("pos_embed") == "rope" or None
+    fmt, implied = implied_kwargs(ckpt, "encoder", checkpoint_format, rope)
+    model = ENCODERS.create(name, **{**implied, **kwargs})
+    load_encoder(model, ckpt, checkpoint_key, fmt, label=str(checkpoint))
+    return model
 
 
 def list_encoders(pattern: str | None = None) -> list[str]:
@@ -63,9 +85,24 @@ def list_encoders(pattern: str | None = None) -> list[str]:
     return ENCODERS.names(pattern)
 
 
-def create_predictor(name: str, **kwargs: Any) -> nn.Module:
-    """Build a registered predictor."""
-    return PREDICTORS.create(name, **kwargs)
+def create_predictor(
+    name: str,
+    checkpoint: str | Path | None = None,
+    checkpoint_format: str | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a registered predictor; with ``checkpoint``, load its ``predictor`` strictly
+    (layout detected as for :func:`create_encoder`)."""
+    if checkpoint is None:
+        return PREDICTORS.create(name, **kwargs)
+    from jepalab.interop import implied_kwargs, load_predictor, read_checkpoint
+
+    ckpt = read_checkpoint(checkpoint)
+    rope = kwargs.get("pos_embed") == "rope" or None
+    fmt, implied = implied_kwargs(ckpt, "predictor", checkpoint_format, rope)
+    model = PREDICTORS.create(name, **{**implied, **kwargs})
+    load_predictor(model, ckpt, fmt, label=str(checkpoint))
+    return model
 
 
 def list_predictors(pattern: str | None = None) -> list[str]:

@@ -77,6 +77,7 @@ class GridRoPE(nn.Module):
     ) -> None:
         super().__init__()
         self.grid_size, self.head_dim = tuple(int(s) for s in grid_size), head_dim
+        self.reference_layout = reference_layout
         coords = torch.stack(
             torch.meshgrid(*(torch.arange(s) for s in self.grid_size), indexing="ij"), dim=-1
         ).reshape(-1, len(self.grid_size))
