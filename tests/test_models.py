@@ -19,7 +19,7 @@ from jepalab.models.layers import sincos_2d
 from jepalab.ragged import Ragged
 
 SMALL = [n for n in list_encoders() if n.startswith(("vit_tiny", "vit_small", "vit_base"))]
-LARGE = [n for n in list_encoders() if n not in SMALL]
+LARGE = [n for n in list_encoders("vit_*") if n not in SMALL]  # ConvNeXt: test_convnext.py
 
 
 def test_registry_lists_every_vit_size_and_patch():
@@ -48,7 +48,8 @@ def test_large_encoder_shapes_on_meta_device(name):
         out = enc(torch.empty(2, 3, 224, 224))
     grid = 224 // int(name.rsplit("patch", 1)[1])
     assert out.shape == (2, grid * grid, enc.embed_dim)
-    expected = {"large": (1024, 24), "huge": (1280, 32)}[name.split("_")[1]]
+    expected = {"large": (1024, 24), "huge": (1280, 32), "giant": (1408, 40)}
+    expected = expected[name.split("_")[1]]
     assert (enc.embed_dim, len(enc.blocks)) == expected
 
 

@@ -117,6 +117,10 @@ class VisionTransformer(nn.Module):
         tokens = self.patch_embed(x)
         return tokens if self.pos_embed is None else tokens + self.pos_embed
 
+    def patchify(self, x: Tensor) -> Tensor:
+        """Raw pixels in the token grid: ``(B, N, C * [t *] p * p)``, token order."""
+        return self.patch_embed.patchify(x)
+
     def forward(self, x: Tensor, keep: Ragged | None = None) -> Tensor:
         """Encode images or clips.
 
@@ -154,13 +158,16 @@ class VisionTransformer(nn.Module):
         return self.forward(x)
 
 
-# ViT sizes (Dosovitskiy et al. 2021, Tab. 1; Touvron et al. 2021 for tiny/small).
-VIT_SIZES: dict[str, dict[str, int]] = {
+# ViT sizes (Dosovitskiy et al. 2021, Tab. 1; Touvron et al. 2021 for tiny/small; giant as
+# in I-JEPA / V-JEPA ``vit_giant``: width 1408, MLP 48/11 = 6144 wide. V-JEPA 2's ViT-g is
+# this size with 22 heads, ``num_heads=22``).
+VIT_SIZES: dict[str, dict[str, float]] = {
     "tiny": dict(embed_dim=192, depth=12, num_heads=3),
     "small": dict(embed_dim=384, depth=12, num_heads=6),
     "base": dict(embed_dim=768, depth=12, num_heads=12),
     "large": dict(embed_dim=1024, depth=24, num_heads=16),
     "huge": dict(embed_dim=1280, depth=32, num_heads=16),
+    "giant": dict(embed_dim=1408, depth=40, num_heads=16, mlp_ratio=48 / 11),
 }
 
 
