@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+# The Triton kernels' tests (test_kernels.py) run under the Triton interpreter on a machine
+# without a GPU. Triton decides interpreter-or-compiler when its own library is decorated, at
+# its first import -- which torch._dynamo triggers early (via jepalab.config below) -- so the
+# switch must be set here, before any other import.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 from hydra import compose, initialize_config_dir
 
 from jepalab.config import config_dir, register_configs
@@ -86,10 +95,32 @@ def tiny_action_cfg(tmp_path, two_rooms_data):
     )
 
 
-@pytest.fixture(params=["ijepa", "vjepa", "action"])
+# I-JEPA with a masked ConvNeXt context encoder: 4 stages of 1 block, widths 16-32, 8x8 grid.
+TINY_CONVNEXT_OVERRIDES = [
+    *(o for o in TINY_OVERRIDES if not o.startswith("encoder.")),
+    "encoder=convnextv2_atto",
+    "encoder.dims=[16,16,32,32]",
+    "encoder.depths=[1,1,1,1]",
+]
+
+
+@pytest.fixture
+def tiny_convnext_cfg(tmp_path):
+    return compose_config(
+        TINY_CONVNEXT_OVERRIDES + [f"run_dir={tmp_path / 'run'}"],
+        experiment="ijepa_digits_convnext",
+    )
+
+
+@pytest.fixture(params=["ijepa", "vjepa", "action", "ijepa_convnext"])
 def tiny_any_cfg(request):
-    """The tiny config of every method: all train in the one Trainer."""
-    name = {"ijepa": "tiny_cfg", "vjepa": "tiny_video_cfg", "action": "tiny_action_cfg"}
+    """The tiny config of every method (and encoder family): all train in the one Trainer."""
+    name = {
+        "ijepa": "tiny_cfg",
+        "vjepa": "tiny_video_cfg",
+        "action": "tiny_action_cfg",
+        "ijepa_convnext": "tiny_convnext_cfg",
+    }
     return request.getfixturevalue(name[request.param])
 
 

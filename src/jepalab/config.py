@@ -22,10 +22,14 @@ class EncoderConfig:
     name: str = "vit_tiny_patch16"
     img_size: int = 224
     in_chans: int = 3
-    patch_size: int | None = None  # None: the registered model's
+    patch_size: int | None = None  # stride of the token (mask) grid; None: the model's
+    # ViT shape overrides (ignored, with a warning, by ConvNeXt encoders)
     embed_dim: int | None = None
     depth: int | None = None
     num_heads: int | None = None
+    # ConvNeXt shape overrides: widths and blocks per stage (None: the named size's)
+    dims: list[int] | None = None
+    depths: list[int] | None = None
     drop_path_rate: float = 0.0
     attn_backend: str = "auto"
     grad_checkpointing: bool = False  # activation checkpointing of every block

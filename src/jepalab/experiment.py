@@ -45,20 +45,56 @@ from jepalab.train.checkpoint import load_checkpoint, resolve_checkpoint
 log = logging.getLogger(__name__)
 
 
+VIT_SHAPE_KEYS = ("embed_dim", "depth", "num_heads")
+CONVNEXT_SHAPE_KEYS = ("dims", "depths")
+
+
+def is_convnext(name: str) -> bool:
+    """Whether the registered encoder ``name`` is a ConvNeXt (V1 or V2)."""
+    return name.startswith("convnext")
+
+
 def build_encoder(cfg: EncoderConfig) -> nn.Module:
-    """The encoder named by ``cfg.name`` with the shape overrides of ``cfg``."""
+    """The encoder named by ``cfg.name`` with the shape overrides of ``cfg``.
+
+    ViTs take ``embed_dim/depth/num_heads``, ConvNeXts ``dims/depths``. An experiment written
+    for a ViT keeps working with ``encoder=convnext_*``: its ViT shape keys are reported as
+    ignored, and the grid keys (``img_size``, ``patch_size``, ``num_frames``) apply to both.
+    """
     kwargs: dict[str, Any] = dict(
-        img_size=cfg.img_size,
-        in_chans=cfg.in_chans,
-        drop_path_rate=cfg.drop_path_rate,
-        attn_backend=cfg.attn_backend,
-        pos_embed=cfg.pos_embed,
+        img_size=cfg.img_size, in_chans=cfg.in_chans, drop_path_rate=cfg.drop_path_rate
     )
     if cfg.num_frames > 1:
         kwargs.update(num_frames=cfg.num_frames, tubelet_size=cfg.tubelet_size)
-    for key in ("patch_size", "embed_dim", "depth", "num_heads"):
-        if getattr(cfg, key) is not None:
-            kwargs[key] = getattr(cfg, key)
+    if cfg.patch_size is not None:
+        kwargs["patch_size"] = cfg.patch_size
+    own, foreign = (
+        (CONVNEXT_SHAPE_KEYS, VIT_SHAPE_KEYS)
+        if is_convnext(cfg.name)
+        else (VIT_SHAPE_KEYS, CONVNEXT_SHAPE_KEYS)
+    )
+    for key in own:
+        value = getattr(cfg, key)
+        if value is not None:
+            kwargs[key] = tuple(value) if isinstance(value, (list, tuple)) else value
+    ignored = {key: getattr(cfg, key) for key in foreign if getattr(cfg, key) is not None}
+    if is_convnext(cfg.name):
+        if cfg.pos_embed != "sincos":
+            ignored["pos_embed"] = cfg.pos_embed
+        if ignored:
+            log.warning(
+                "%s ignores %s: those keys shape a ViT; a ConvNeXt's widths come from its name "
+                "(override encoder.dims / encoder.depths)",
+                cfg.name,
+                ", ".join(f"encoder.{k}={v}" for k, v in ignored.items()),
+            )
+    else:
+        if ignored:
+            raise ValueError(
+                f"{', '.join(f'encoder.{k}' for k in ignored)} shape a ConvNeXt, but "
+                f"encoder.name={cfg.name!r} is not one"
+            )
+        kwargs.update(attn_backend=cfg.attn_backend, pos_embed=cfg.pos_embed)
     encoder = create_encoder(cfg.name, **kwargs)
     if cfg.grad_checkpointing:
         encoder.set_grad_checkpointing(True)
@@ -78,12 +114,19 @@ def build_predictor(
         encoder_dim=encoder.embed_dim,
         embed_dim=cfg.embed_dim,
         depth=cfg.depth,
-        num_heads=cfg.num_heads or encoder.num_heads,
+        num_heads=cfg.num_heads or default_num_heads(encoder, cfg.embed_dim),
         drop_path_rate=cfg.drop_path_rate,
         attn_backend=attn_backend,
         num_mask_tokens=num_mask_tokens,
         pos_embed=cfg.pos_embed or encoder.pos_embed_kind,
     )
+
+
+def default_num_heads(encoder: nn.Module, width: int) -> int:
+    """Predictor heads when not configured: the encoder's (I-JEPA), or for an encoder without
+    attention (ConvNeXt) heads of width 32 (V-JEPA's predictor: 384 wide, 12 heads)."""
+    heads = getattr(encoder, "num_heads", None)
+    return heads if heads else max(1, width // 32)
 
 
 MASKS = ("multiblock", "multiblock3d")
@@ -242,7 +285,7 @@ def build_action_model(
         state_dim=state_dim if m.use_states else 0,
         embed_dim=p.embed_dim,
         depth=p.depth,
-        num_heads=p.num_heads or encoder.num_heads,
+        num_heads=p.num_heads or default_num_heads(encoder, p.embed_dim),
         drop_path_rate=p.drop_path_rate,
         attn_backend=cfg.encoder.attn_backend,
     )
@@ -395,7 +438,7 @@ def probe(cfg: Config, encoder: nn.Module, device: torch.device) -> dict[str, Pr
 
 def pixel_tokens(encoder: nn.Module):
     """Raw pixels cut into ``encoder``'s patch (or tubelet) grid: ``x -> (B, N, pixels)``."""
-    return encoder.patch_embed.patchify
+    return encoder.patchify
 
 
 def _plain(node: Any) -> Any:

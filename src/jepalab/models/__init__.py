@@ -1,9 +1,11 @@
 """Encoders, predictors and the EMA target, built by name through the registries."""
 
 from jepalab.models import action_predictor as _action_predictor  # noqa: F401  (registers)
+from jepalab.models import convnext as _convnext  # noqa: F401  (registers encoders)
 from jepalab.models import predictor as _predictor  # noqa: F401  (registers predictors)
 from jepalab.models import vit as _vit  # noqa: F401  (registers encoders)
 from jepalab.models.action_predictor import ActionConditionedPredictor
+from jepalab.models.convnext import ConvNeXt
 from jepalab.models.ema import EMATarget, ema_momentum
 from jepalab.models.predictor import MaskedPredictor
 from jepalab.models.registry import (
@@ -18,6 +20,7 @@ from jepalab.models.vit import VisionTransformer
 
 __all__ = [
     "ActionConditionedPredictor",
+    "ConvNeXt",
     "EMATarget",
     "MaskedPredictor",
     "VisionTransformer",

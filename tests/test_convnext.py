@@ -1,0 +1,249 @@
+"""ConvNeXt encoders: no leak from masked tokens, timm weight compatibility, the token grid,
+the video variant, and their place in the registry and the experiment builder."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+
+from jepalab.experiment import build_encoder, build_experiment
+from jepalab.models import ConvNeXt, create_encoder, list_encoders
+from jepalab.models.convnext import (
+    CONVNEXT_SIZES,
+    convert_timm_state_dict,
+    inflate_image_state_dict,
+    stage_strides,
+    upsample_mask,
+)
+from jepalab.ragged import Ragged
+
+from .conftest import compose_config
+
+CONVNEXTS = list_encoders("convnext*")
+
+
+def _randomise_scales(model: torch.nn.Module) -> None:
+    """Layer scales start at 1e-6 and GRN at 0: make every branch matter."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("gamma") or ".grn." in name:
+                p.normal_(0.0, 1.0)
+
+
+def _random_keep(num_seqs: int, num_tokens: int, generator: torch.Generator) -> Ragged:
+    seqs = []
+    for _ in range(num_seqs):
+        n = int(torch.randint(1, num_tokens, (), generator=generator))
+        seqs.append(torch.randperm(num_tokens, generator=generator)[:n].sort().values)
+    return Ragged.from_sequences(seqs)
+
+
+def _pixel_mask(encoder: ConvNeXt, keep: Ragged) -> torch.Tensor:
+    visible = torch.zeros(keep.num_seqs, encoder.num_patches, dtype=torch.bool)
+    visible[keep.seq_ids(), keep.values] = True
+    grid = visible.view(keep.num_seqs, *encoder.grid_size)
+    mask = upsample_mask(grid, encoder.patch_size, torch.float32)
+    return mask.repeat_interleave(encoder.tubelet_size, dim=2) if encoder.video else mask
+
+
+def test_registry_has_every_size_in_both_versions():
+    assert sorted(f"convnext{v}_{s}" for s in CONVNEXT_SIZES for v in ("", "v2")) == CONVNEXTS
+    assert len(CONVNEXTS) == 14
+
+
+@pytest.mark.parametrize("name", CONVNEXTS)
+def test_masked_tokens_do_not_leak_into_visible_outputs(name):
+    """Changing the pixels of masked tokens changes no visible output, exactly (fp32)."""
+    torch.manual_seed(0)
+    encoder = create_encoder(name, img_size=32, patch_size=8).eval()
+    _randomise_scales(encoder)
+    gen = torch.Generator().manual_seed(1)
+    keep = _random_keep(4, encoder.num_patches, gen)  # 2 images, 2 contexts each
+    images = torch.randn(2, 3, 32, 32, generator=gen)
+    mask = _pixel_mask(encoder, keep)
+    per_context = images.repeat_interleave(2, dim=0)
+    noise = 10 * torch.randn(per_context.shape, generator=gen)
+    tampered = per_context * mask + noise * (1 - mask)
+    with torch.no_grad():
+        out = encoder(images, keep)
+        out_tampered = encoder(tampered, keep)  # one context per (tampered) image
+        dense, dense_tampered = encoder(per_context), encoder(tampered)
+    assert out.shape == (keep.total, encoder.embed_dim)
+    assert torch.equal(out, out_tampered)
+    assert not torch.allclose(dense, dense_tampered)  # the dense encoder does see them
+
+
+@pytest.mark.parametrize("name", ["convnext_atto", "convnextv2_pico"])
+def test_video_variant_does_not_leak_and_changes_with_visible_pixels(name):
+    torch.manual_seed(0)
+    encoder = create_encoder(name, img_size=32, patch_size=8, num_frames=4, tubelet_size=2)
+    encoder.eval()
+    _randomise_scales(encoder)
+    assert encoder.grid_size == (2, 4, 4)
+    gen = torch.Generator().manual_seed(2)
+    keep = _random_keep(2, encoder.num_patches, gen)
+    clips = torch.randn(2, 3, 4, 32, 32, generator=gen)
+    mask = _pixel_mask(encoder, keep)
+    noise = torch.randn(clips.shape, generator=gen)
+    with torch.no_grad():
+        out = encoder(clips, keep)
+        assert torch.equal(out, encoder(clips * mask + noise * (1 - mask), keep))
+        assert not torch.allclose(out, encoder(clips * (1 - mask) + noise * mask, keep))
+
+
+def test_all_visible_masked_forward_equals_the_dense_forward():
+    torch.manual_seed(0)
+    encoder = create_encoder("convnextv2_atto", img_size=64, patch_size=16).eval()
+    _randomise_scales(encoder)
+    images = torch.randn(3, 3, 64, 64)
+    every = Ragged.from_sequences([torch.arange(encoder.num_patches)] * 3)
+    with torch.no_grad():
+        dense = encoder(images)
+        packed = encoder(images, every)
+    torch.testing.assert_close(packed, dense.reshape(-1, encoder.embed_dim), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.slow) if ("small" in n or "base" in n) else n
+        for n in CONVNEXTS
+    ],
+)
+def test_timm_weights_load_and_give_timm_outputs(name):
+    """timm's ConvNeXt (built locally, random weights) loads strictly into ours; the token
+    features equal timm's feature map, and our final per-token norm is timm's head norm."""
+    torch.manual_seed(0)
+    reference = timm.create_model(name, pretrained=False).eval()
+    _randomise_scales(reference)
+    ours = create_encoder(name, img_size=64).eval()
+    ours.load_state_dict(convert_timm_state_dict(reference.state_dict()))  # strict
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        feature_map = reference.forward_features(images)
+        expected = F.layer_norm(
+            feature_map.flatten(2).transpose(1, 2),
+            (feature_map.shape[1],),
+            reference.head.norm.weight,
+            reference.head.norm.bias,
+            eps=1e-6,
+        )
+        torch.testing.assert_close(ours.feature_map(images), feature_map, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ours(images), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("patch_size", "stem", "strides"),
+    [
+        (32, 4, [1, 2, 2, 2]),
+        (16, 4, [1, 2, 2, 1]),
+        (8, 4, [1, 2, 1, 1]),
+        (4, 4, [1, 1, 1, 1]),
+        (2, 2, [1, 1, 1, 1]),
+    ],
+)
+def test_token_stride_sets_the_stem_and_downsamplings(patch_size, stem, strides):
+    assert stage_strides(patch_size, 4) == (stem, strides)
+    encoder = create_encoder("convnext_atto", img_size=64, patch_size=patch_size)
+    assert encoder.grid_size == (64 // patch_size, 64 // patch_size)
+    out = encoder(torch.randn(1, 3, 64, 64))
+    assert out.shape == (1, (64 // patch_size) ** 2, 320)
+
+
+@pytest.mark.parametrize("patch_size", [0, 3, 14, 64])
+def test_impossible_token_strides_are_refused_with_the_valid_ones(patch_size):
+    with pytest.raises(ValueError, match=r"token strides \[1, 2, 4, 8, 16, 32\]"):
+        create_encoder("convnext_atto", img_size=224, patch_size=patch_size)
+
+
+def test_inputs_of_the_wrong_size_are_refused():
+    encoder = create_encoder("convnext_atto", img_size=64)
+    with pytest.raises(ValueError, match="encoder.img_size"):
+        encoder(torch.randn(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="not divisible"):
+        create_encoder("convnext_atto", img_size=48, patch_size=32)
+
+
+def test_inflated_image_weights_give_image_features_on_a_static_clip():
+    """I3D inflation: a clip of one repeated frame gives the image encoder's features at every
+    time step (the stem averages the tubelet, depthwise kernels sit at the centre step)."""
+    torch.manual_seed(0)
+    image_encoder = create_encoder("convnextv2_atto", img_size=32, patch_size=8).eval()
+    _randomise_scales(image_encoder)
+    video_encoder = create_encoder(
+        "convnextv2_atto", img_size=32, patch_size=8, num_frames=4, tubelet_size=2
+    ).eval()
+    video_encoder.load_state_dict(inflate_image_state_dict(image_encoder.state_dict()))
+    frame = torch.randn(2, 3, 32, 32)
+    clip = frame[:, :, None].expand(-1, -1, 4, -1, -1)
+    with torch.no_grad():
+        image_tokens = image_encoder(frame)  # (2, 16, D)
+        video_tokens = video_encoder(clip).view(2, 2, 16, -1)  # (B, T', HW, D)
+    # GRN's norm spans the clip: with T' identical steps it is sqrt(T') larger, everywhere.
+    for step in range(2):
+        cosine = F.cosine_similarity(video_tokens[:, step], image_tokens, dim=-1)
+        assert cosine.min() > 0.99
+
+
+def test_inflated_v1_weights_reproduce_image_features_exactly():
+    torch.manual_seed(0)
+    image_encoder = create_encoder("convnext_atto", img_size=32, patch_size=8).eval()
+    _randomise_scales(image_encoder)
+    video_encoder = create_encoder(
+        "convnext_atto", img_size=32, patch_size=8, num_frames=4, tubelet_size=2
+    ).eval()
+    video_encoder.load_state_dict(inflate_image_state_dict(image_encoder.state_dict()))
+    frame = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        image_tokens = image_encoder(frame)
+        video_tokens = video_encoder(frame[:, :, None].expand(-1, -1, 4, -1, -1))
+    for step in range(2):
+        torch.testing.assert_close(
+            video_tokens.view(2, 2, 16, -1)[:, step], image_tokens, rtol=1e-4, atol=1e-4
+        )
+
+
+def test_gradients_reach_only_through_visible_tokens():
+    torch.manual_seed(0)
+    encoder = create_encoder("convnextv2_atto", img_size=32, patch_size=8)
+    keep = Ragged.from_sequences([torch.tensor([0, 5, 10, 15])])
+    images = torch.randn(1, 3, 32, 32, requires_grad=True)
+    encoder(images, keep).sum().backward()
+    mask = _pixel_mask(encoder, keep)
+    assert images.grad[mask.expand_as(images) == 0].abs().max() == 0
+    assert images.grad[mask.expand_as(images) == 1].abs().max() > 0
+
+
+def test_experiments_switch_to_convnext_by_the_encoder_group_alone(caplog):
+    """``encoder=convnext_*`` in the ViT experiments: the ViT shape keys are reported as
+    ignored, the token grid is kept, and an unset predictor.num_heads gives heads of width 32."""
+    for experiment, grid in (("ijepa_digits", (8, 8)), ("vjepa_moving_digits", (4, 8, 8))):
+        cfg = compose_config(["encoder=convnextv2_atto"], experiment=experiment)
+        with caplog.at_level(logging.WARNING, logger="jepalab.experiment"):
+            exp = build_experiment(cfg)
+        assert "ignores encoder.embed_dim=128, encoder.depth=4, encoder.num_heads=4" in caplog.text
+        encoder = exp.method.context_encoder
+        assert isinstance(encoder, ConvNeXt) and encoder.grid_size == grid
+        heads = cfg.predictor.num_heads or cfg.predictor.embed_dim // 32  # vjepa sets 4
+        assert exp.method.predictor.predictor_blocks[0].attn.num_heads == heads
+        caplog.clear()
+
+
+def test_convnext_shape_keys_are_refused_for_a_vit():
+    cfg = compose_config(["encoder.dims=[8,16,32,64]"])
+    with pytest.raises(ValueError, match="encoder.dims shape a ConvNeXt"):
+        build_encoder(cfg.encoder)
+
+
+def test_convnext_shape_overrides_apply():
+    cfg = compose_config(
+        ["encoder=convnext_atto", "encoder.dims=[8,16,24,32]", "encoder.depths=[1,1,2,1]"],
+        experiment="ijepa_digits_convnext",
+    )
+    encoder = build_encoder(cfg.encoder)
+    assert encoder.dims == (8, 16, 24, 32) and len(encoder.blocks) == 5
+    assert encoder.embed_dim == 32
