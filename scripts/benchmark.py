@@ -12,6 +12,11 @@ Recipes (``--recipe``):
     python scripts/benchmark.py --parity             # the reference's trim-to-batch-minimum
     python scripts/benchmark.py --recipe vjepa --set encoder.img_size=224
     python scripts/benchmark.py --set encoder=vit_small_patch16 --batch-size 32
+    python scripts/benchmark.py --encoders vit_tiny_patch16 vit_small_patch16 convnext_atto \
+        convnext_tiny                                # one JSON record per encoder, same point
+
+``--encoders`` swaps the encoder of the reference point (same image size and 16-px token
+grid: ConvNeXts run at token stride 16, see docs/convnext.md) and prints a JSON list.
 
 Reports ``step_ms`` (median of the timed steps, after warm-up), ``images_per_s``,
 ``context_tokens_per_s``, ``target_tokens_per_s`` (tokens actually processed), ``peak_mem_mb``
@@ -80,6 +85,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--threads", type=int, default=None)
     p.add_argument(
+        "--encoders",
+        nargs="*",
+        default=None,
+        metavar="NAME",
+        help="time each registered encoder in turn at the recipe's point (prints a list)",
+    )
+    p.add_argument(
         "--set",
         nargs="*",
         default=[],
@@ -98,6 +110,25 @@ def main() -> None:
     overrides = [f"experiment={args.experiment or experiment}", *point, *args.set]
     if args.parity:
         overrides.append(parity)
+    if args.encoders is None:
+        print(json.dumps(run(args, overrides), indent=2))
+        return
+    results = [run(args, with_encoder(overrides, name)) for name in args.encoders]
+    print(json.dumps(results, indent=2))
+
+
+def with_encoder(overrides: list[str], name: str) -> list[str]:
+    """``overrides`` with the encoder swapped for ``name``; a ConvNeXt drops the ViT shape keys
+    of the reference point (its widths come from its name)."""
+    vit_only = ("encoder.depth=", "encoder.embed_dim=", "encoder.num_heads=")
+    out = [o for o in overrides if not o.startswith("encoder=")]
+    if name.startswith("convnext"):
+        out = [o for o in out if not o.startswith(vit_only)]
+    return [f"encoder={name}", *out]
+
+
+def run(args: argparse.Namespace, overrides: list[str]) -> dict:
+    """Build the recipe with ``overrides`` and time ``args.steps`` training steps."""
     register_configs()
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
@@ -176,6 +207,9 @@ def main() -> None:
             "num_frames": cfg.encoder.num_frames,
             "tubelet_size": cfg.encoder.tubelet_size if cfg.encoder.num_frames > 1 else None,
             "depth": cfg.encoder.depth,
+            "encoder_params_m": round(
+                sum(p.numel() for p in method.context_encoder.parameters()) / 1e6, 2
+            ),
             "predictor_depth": cfg.predictor.depth,
             "predictor_width": cfg.predictor.embed_dim,
             "batch_size": args.batch_size,
@@ -189,7 +223,7 @@ def main() -> None:
         f"{torch.get_num_threads()} threads)",
         "torch": torch.__version__,
     }
-    print(json.dumps(result, indent=2))
+    return result
 
 
 if __name__ == "__main__":
