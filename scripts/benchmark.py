@@ -121,10 +121,11 @@ def with_encoder(overrides: list[str], name: str) -> list[str]:
     """``overrides`` with the encoder swapped for ``name``; a ConvNeXt drops the ViT shape keys
     of the reference point (its widths come from its name)."""
     vit_only = ("encoder.depth=", "encoder.embed_dim=", "encoder.num_heads=")
-    out = [o for o in overrides if not o.startswith("encoder=")]
-    if name.startswith("convnext"):
-        out = [o for o in out if not o.startswith(vit_only)]
-    return [f"encoder={name}", *out]
+    out = [o for o in overrides if not o.startswith(("encoder=", *vit_only))]
+    # The named size's own width, heads and depth: the base experiment's (digits) ViT shape
+    # would otherwise leak into every ViT (the plain reference point runs at width 128).
+    shape = [] if name.startswith("convnext") else [f"{k}null" for k in vit_only]
+    return [f"encoder={name}", *out, *shape]
 
 
 def run(args: argparse.Namespace, overrides: list[str]) -> dict:
