@@ -17,7 +17,6 @@ from jepalab.models.convnext import (
     convert_timm_state_dict,
     inflate_image_state_dict,
     stage_strides,
-    upsample_mask,
 )
 from jepalab.ragged import Ragged
 
@@ -43,11 +42,14 @@ def _random_keep(num_seqs: int, num_tokens: int, generator: torch.Generator) -> 
 
 
 def _pixel_mask(encoder: ConvNeXt, keep: Ragged) -> torch.Tensor:
-    visible = torch.zeros(keep.num_seqs, encoder.num_patches, dtype=torch.bool)
-    visible[keep.seq_ids(), keep.values] = True
-    grid = visible.view(keep.num_seqs, *encoder.grid_size)
-    mask = upsample_mask(grid, encoder.patch_size, torch.float32)
-    return mask.repeat_interleave(encoder.tubelet_size, dim=2) if encoder.video else mask
+    """0/1 ``(S, 1, [T,] H, W)`` of the visible pixels, built independently of the encoder's
+    own mask upsampling (nearest-neighbour interpolation of the token mask)."""
+    tokens = keep.to_mask(encoder.num_patches).float()
+    grid = tokens.view(keep.num_seqs, 1, *encoder.grid_size)
+    if encoder.video:
+        scale = (encoder.tubelet_size, encoder.patch_size, encoder.patch_size)
+        return F.interpolate(grid, scale_factor=scale, mode="nearest")
+    return F.interpolate(grid, scale_factor=encoder.patch_size, mode="nearest")
 
 
 def test_registry_has_every_size_in_both_versions():
@@ -72,9 +74,11 @@ def test_masked_tokens_do_not_leak_into_visible_outputs(name):
         out = encoder(images, keep)
         out_tampered = encoder(tampered, keep)  # one context per (tampered) image
         dense, dense_tampered = encoder(per_context), encoder(tampered)
+        visible_changed = encoder(per_context * (1 - mask) + noise * mask, keep)
     assert out.shape == (keep.total, encoder.embed_dim)
     assert torch.equal(out, out_tampered)
     assert not torch.allclose(dense, dense_tampered)  # the dense encoder does see them
+    assert not torch.allclose(out, visible_changed)  # and the masked one sees visible pixels
 
 
 @pytest.mark.parametrize("name", ["convnext_atto", "convnextv2_pico"])
@@ -93,6 +97,42 @@ def test_video_variant_does_not_leak_and_changes_with_visible_pixels(name):
         out = encoder(clips, keep)
         assert torch.equal(out, encoder(clips * mask + noise * (1 - mask), keep))
         assert not torch.allclose(out, encoder(clips * (1 - mask) + noise * mask, keep))
+
+
+@pytest.mark.parametrize(
+    ("name", "frames"), [("convnext_atto", 1), ("convnextv2_atto", 1), ("convnextv2_atto", 4)]
+)
+def test_operators_that_mix_positions_read_zeros_at_masked_positions(name, frames):
+    """Input zeroing alone already keeps masked *pixels* out; the encoder must also act as if
+    masked positions did not exist (SparK): every depthwise convolution and every GRN reads
+    exactly zero there, at every stage's resolution."""
+    torch.manual_seed(0)
+    video = dict(num_frames=frames, tubelet_size=2) if frames > 1 else {}
+    encoder = create_encoder(name, img_size=32, patch_size=8, **video).eval()
+    _randomise_scales(encoder)
+    keep = _random_keep(2, encoder.num_patches, torch.Generator().manual_seed(3))
+    token_mask = keep.to_mask(encoder.num_patches).float()
+    token_mask = token_mask.view(keep.num_seqs, 1, *encoder.grid_size)
+    checked = []
+
+    def masked_part(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+        x = x.movedim(-1, 1) if channels_last else x
+        mask = F.interpolate(token_mask, size=x.shape[2:], mode="nearest")
+        return x * (1 - mask)
+
+    def check(module, args, channels_last):
+        checked.append(module)
+        assert masked_part(args[0], channels_last).abs().max() == 0, type(module).__name__
+
+    for blk in encoder.blocks:
+        blk.conv_dw.register_forward_pre_hook(lambda m, a: check(m, a, False))
+        if blk.mlp.grn is not None:
+            blk.mlp.grn.register_forward_pre_hook(lambda m, a: check(m, a, True))
+    shape = (2, 3, *([frames] if frames > 1 else []), 32, 32)
+    with torch.no_grad():
+        encoder(torch.randn(shape), keep)
+    grns = sum(blk.mlp.grn is not None for blk in encoder.blocks)
+    assert len(checked) == len(encoder.blocks) + grns
 
 
 def test_all_visible_masked_forward_equals_the_dense_forward():

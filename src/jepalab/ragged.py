@@ -132,6 +132,12 @@ class Ragged:
         """The sequences as a list of 1-D tensors (for inspection and tests)."""
         return list(torch.split(self.values, self.lengths.tolist()))
 
+    def to_mask(self, seq_len: int) -> Tensor:
+        """``(num_seqs, seq_len)`` bool, True at each sequence's indices."""
+        mask = torch.zeros(self.num_seqs, seq_len, dtype=torch.bool, device=self.values.device)
+        mask[self.seq_ids(), self.values] = True
+        return mask
+
     def flat_index(self, seq_len: int, seqs_per_row: int = 1) -> Tensor:
         """Indices into a ``(rows * seq_len,)`` flattened token grid.
 

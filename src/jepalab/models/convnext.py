@@ -367,9 +367,8 @@ class ConvNeXt(nn.Module):
             raise ValueError(f"keep has {seqs} sequences, not a multiple of the batch {batch}")
         if seqs != batch:
             x = x.repeat_interleave(seqs // batch, dim=0)
-        visible = torch.zeros(seqs, self.num_patches, dtype=torch.bool, device=x.device)
-        visible[keep.seq_ids(), keep.values] = True
-        features = self.feature_map(x, visible.view(seqs, *self.grid_size))
+        visible = keep.to_mask(self.num_patches).view(seqs, *self.grid_size)
+        features = self.feature_map(x, visible)
         tokens = features.flatten(2).transpose(1, 2).reshape(-1, self.embed_dim)
         return self.norm(tokens[keep.flat_index(self.num_patches)])
 
