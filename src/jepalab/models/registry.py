@@ -70,14 +70,12 @@ def create_encoder(
     """
     if checkpoint is None:
         return ENCODERS.create(name, **kwargs)
-    from jepalab.interop import implied_kwargs, load_encoder, read_checkpoint
+    from jepalab.interop import load_encoder
 
-    ckpt = read_checkpoint(checkpoint)
-    rope = kwargs.get("pos_embed") == "rope" or None
-    fmt, implied = implied_kwargs(ckpt, "encoder", checkpoint_format, rope)
-    model = ENCODERS.create(name, **{**implied, **kwargs})
-    load_encoder(model, ckpt, checkpoint_key, fmt, label=str(checkpoint))
-    return model
+    def load(model: nn.Module, ckpt: dict, fmt: str) -> None:
+        load_encoder(model, ckpt, checkpoint_key, fmt, label=str(checkpoint))
+
+    return _create_from_checkpoint(ENCODERS, name, checkpoint, checkpoint_format, kwargs, load)
 
 
 def list_encoders(pattern: str | None = None) -> list[str]:
@@ -95,13 +93,31 @@ def create_predictor(
     (layout detected as for :func:`create_encoder`)."""
     if checkpoint is None:
         return PREDICTORS.create(name, **kwargs)
-    from jepalab.interop import implied_kwargs, load_predictor, read_checkpoint
+    from jepalab.interop import load_predictor
+
+    def load(model: nn.Module, ckpt: dict, fmt: str) -> None:
+        load_predictor(model, ckpt, fmt, label=str(checkpoint))
+
+    return _create_from_checkpoint(PREDICTORS, name, checkpoint, checkpoint_format, kwargs, load)
+
+
+def _create_from_checkpoint(
+    registry: Registry,
+    name: str,
+    checkpoint: str | Path,
+    checkpoint_format: str | None,
+    kwargs: dict[str, Any],
+    load: Callable[[nn.Module, dict, str], None],
+) -> nn.Module:
+    """Read ``checkpoint``, build ``name`` with the options its format implies (``kwargs``
+    win), and ``load`` its weights into the model strictly."""
+    from jepalab.interop import implied_kwargs, read_checkpoint
 
     ckpt = read_checkpoint(checkpoint)
     rope = kwargs.get("pos_embed") == "rope" or None
-    fmt, implied = implied_kwargs(ckpt, "predictor", checkpoint_format, rope)
-    model = PREDICTORS.create(name, **{**implied, **kwargs})
-    load_predictor(model, ckpt, fmt, label=str(checkpoint))
+    fmt, implied = implied_kwargs(ckpt, registry.kind, checkpoint_format, rope)
+    model = registry.create(name, **{**implied, **kwargs})
+    load(model, ckpt, fmt)
     return model
 
 
