@@ -253,6 +253,85 @@ def load_pretrained_encoder(
     return encoder, enc_cfg
 
 
+@dataclass
+class LoadedRun:
+    """A trained I-JEPA / V-JEPA method rebuilt from one of our checkpoints."""
+
+    cfg: DictConfig  # the run's configuration (the :class:`Config` schema)
+    method: IJEPA  # context encoder, EMA target encoder, predictor; in eval mode
+    step: int
+    file: Path
+
+
+def config_from_checkpoint(state: dict, file: Path) -> DictConfig:
+    """The :class:`Config` stored in a training checkpoint, validated against the schema."""
+    stored = state.get("config")
+    if not stored:
+        raise ValueError(f"{file} holds no run configuration; is it a jepalab checkpoint?")
+    schema = OmegaConf.structured(Config)
+    dropped: list[str] = []
+    known = _known_keys(schema, stored, "", dropped)
+    if dropped:
+        log.warning(
+            "%s: config keys unknown to this version of jepalab are ignored: %s",
+            file,
+            ", ".join(dropped),
+        )
+    return OmegaConf.merge(schema, known)
+
+
+def _known_keys(schema: Any, stored: Any, prefix: str, dropped: list[str]) -> Any:
+    """``stored`` without the keys that ``schema`` (a structured section) does not have."""
+    if not isinstance(stored, dict) or not isinstance(schema, DictConfig):
+        return stored
+    if schema._metadata.object_type in (None, dict):  # a free-form dict (e.g. data.params)
+        return stored
+    out = {}
+    for key, value in stored.items():
+        if key not in schema:
+            dropped.append(prefix + key)
+            continue
+        child = schema._get_node(key)
+        out[key] = _known_keys(child, value, f"{prefix}{key}.", dropped)
+    return out
+
+
+def load_run(path: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
+    """Rebuild the masked-JEPA method of a run directory (newest checkpoint) or checkpoint
+    file, with its trained weights, for evaluation (probes, surprise).
+
+    The modules are built from the configuration stored in the checkpoint, so their shapes
+    always match the weights; every key must load (``strict``).
+    """
+    file = resolve_checkpoint(path)
+    state = load_checkpoint(file)
+    cfg = config_from_checkpoint(state, file)
+    name = cfg.method.name
+    if name not in ("ijepa", "vjepa"):
+        raise ValueError(
+            f"{file} is a method.name={name!r} run; load_run rebuilds I-JEPA / V-JEPA runs "
+            "(for an action-conditioned run, evaluate its method.encoder_checkpoint)"
+        )
+    torch.manual_seed(cfg.trainer.seed)
+    encoder = build_encoder(cfg.encoder)
+    masks = build_mask_generator(cfg.mask, encoder.grid_size)
+    predictor = build_predictor(
+        cfg.predictor, encoder, cfg.encoder.attn_backend, masks.num_mask_tokens
+    )
+    method_cls = IJEPA if name == "ijepa" else VJEPA
+    method = method_cls(
+        encoder,
+        predictor,
+        ema=tuple(cfg.method.ema),
+        loss=cfg.method.loss,
+        loss_exp=cfg.method.loss_exp,
+    )
+    method.load_state_dict(state["model"])
+    method.to(device).eval()
+    log.info("loaded %s run %s (step %s)", name, file, state.get("step"))
+    return LoadedRun(cfg, method, int(state.get("step", 0)), file)
+
+
 def build_action_model(
     cfg: Config, action_dim: int, state_dim: int, load_encoder: bool = True
 ) -> ActionConditioned:
