@@ -15,6 +15,12 @@ jepalab convert --from FORMAT --to FORMAT IN OUT
                                    official checkpoint <-> jepalab (FORMAT: jepalab, ijepa,
                                    vjepa, vjepa2, vjepa2_ac, vjepa2_ac_extrinsics; --from auto
                                    detects), e.g. --from vjepa2 --to jepalab vitl.pt vitl_jl.pt
+jepalab eval probe ckpt=RUN [key=value ...]
+                                   linear / k-NN / attentive probes of a run's frozen encoder
+                                   (target or context), lr x wd sweep; JSON + table
+jepalab eval surprise ckpt=RUN [key=value ...]
+                                   intuitive-physics surprise on procedural possible /
+                                   impossible clip pairs: pairwise accuracy, AUROC, plot
 jepalab plan RUN_DIR [--episodes N] [--planner cem|mppi] [--baselines] ...
                                    plan with a trained action-conditioned model in Two-Rooms:
                                    success rate, distance to goal, planning time per step
@@ -173,6 +179,34 @@ def _convert(args: Sequence[str]) -> int:
     return 0
 
 
+EVAL_COMMANDS = {
+    "probe": "jepalab.eval.probe_cli",
+    "surprise": "jepalab.eval.surprise_cli",
+}
+
+
+def _eval(args: Sequence[str]) -> int:
+    import importlib
+
+    from jepalab.eval.cli_args import UsageError
+
+    if not args or args[0] not in EVAL_COMMANDS:
+        given = repr(args[0]) if args else "nothing"
+        print(
+            f"jepalab eval: got {given}; use one of: "
+            + ", ".join(f"jepalab eval {name} ..." for name in EVAL_COMMANDS)
+            + " (--help for keys)",
+            file=sys.stderr,
+        )
+        return 2
+    module = importlib.import_module(EVAL_COMMANDS[args[0]])
+    try:
+        return module.main(list(args[1:]))
+    except UsageError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
@@ -190,6 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _convert(rest)
     if command == "convert-trajectories":
         return _convert_trajectories(rest)
+    if command == "eval":
+        return _eval(rest)
     if command == "plan":
         from jepalab.plan import main as plan_main
 

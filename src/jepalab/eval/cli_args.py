@@ -1,0 +1,69 @@
+"""``key=value`` arguments of the ``jepalab eval ...`` commands, validated against a dataclass.
+
+The evaluation commands take the same override syntax as ``jepalab train`` (OmegaConf dot
+lists: ``ckpt=runs/x probes=[linear,knn] sweep.lr=[1e-3,3e-4]``), checked against a schema so
+that a misspelt key or a wrong type is an error that names it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+T = TypeVar("T")
+
+
+class UsageError(ValueError):
+    """Bad command-line arguments; the message says which and what is allowed."""
+
+
+def describe_schema(schema: type, prefix: str = "") -> list[str]:
+    """One ``key=default`` line per field of a (nested) dataclass schema."""
+    lines = []
+    for f in dataclasses.fields(schema):
+        if dataclasses.is_dataclass(f.type if isinstance(f.type, type) else None):
+            lines += describe_schema(f.type, f"{prefix}{f.name}.")
+            continue
+        if f.default is not dataclasses.MISSING:
+            default: Any = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        else:
+            default = "???"
+        if dataclasses.is_dataclass(default):
+            lines += describe_schema(type(default), f"{prefix}{f.name}.")
+            continue
+        lines.append(f"  {prefix}{f.name}={default}")
+    return lines
+
+
+def parse_overrides(args: Sequence[str], schema: type[T], prog: str) -> T:
+    """Parse ``key=value`` arguments into an instance of the dataclass ``schema``.
+
+    Raises :class:`UsageError` naming the offending key (unknown key, wrong type, a
+    required ``???`` value not given, or an argument that is not ``key=value``).
+    """
+    bad = [a for a in args if "=" not in a or a.startswith("=")]
+    if bad:
+        raise UsageError(
+            f"{prog}: arguments are key=value, got {bad[0]!r}; keys:\n"
+            + "\n".join(describe_schema(schema))
+        )
+    base = OmegaConf.structured(schema)
+    try:
+        merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(args)))
+        missing = sorted(OmegaConf.missing_keys(merged))
+        if missing:
+            raise UsageError(f"{prog}: required value(s) not given: {', '.join(missing)}")
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or getattr(exc, "key", None)
+        first = str(exc).splitlines()[0]
+        raise UsageError(
+            f"{prog}: {first}" + (f" (key {key!r})" if key else "") + "; keys:\n"
+            + "\n".join(describe_schema(schema))
+        ) from None
