@@ -151,6 +151,10 @@ class TrainerConfig:
     progress: bool = True
     max_bad_sample_fraction: float = 0.01
     threads: int | None = None  # torch CPU threads; None: torch's default
+    # collapse monitors (jepalab.eval.collapse): RankMe, feature std, cosine between samples,
+    # prediction error per mask type, on the batch of every monitor_every-th step (0: off)
+    monitor_every: int = 50
+    rank_warning: float = 0.05  # warn when RankMe < this fraction of its maximum min(n, D)
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from jepalab.methods.base import Method, MethodOutput
+from jepalab.methods.base import Method, MethodOutput, MonitorInputs
 
 
 def encode_frames(encoder: nn.Module, frames: Tensor) -> Tensor:
@@ -169,4 +169,21 @@ class ActionConditioned(Method):
             "copy_baseline": self._l1(target[:, :-1], target[:, 1:]).detach(),
             "target_std": target.float().std(dim=(0, 1, 2)).mean(),
         }
-        return MethodOutput(loss_tf + loss_rollout, metrics, num_samples)
+        d = target.shape[-1]
+        predictions = torch.cat([teacher.detach().reshape(-1, d), rolled.detach().reshape(-1, d)])
+        targets = torch.cat([target[:, 1:].reshape(-1, d), target[:, 1 : k + 1].reshape(-1, d)])
+        groups = torch.cat(
+            [
+                torch.zeros(teacher[..., 0].numel(), dtype=torch.long, device=target.device),
+                torch.ones(rolled[..., 0].numel(), dtype=torch.long, device=target.device),
+            ]
+        )
+        monitor = MonitorInputs(
+            embeddings=target.mean(dim=2).reshape(-1, d),  # one per frame, pooled
+            tokens=target,
+            predictions=predictions,
+            targets=targets,
+            groups=groups,
+            group_names=("teacher_forcing", "rollout"),
+        )
+        return MethodOutput(loss_tf + loss_rollout, metrics, num_samples, monitor=monitor)

@@ -2,9 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from torch import Tensor, nn
+
+
+@dataclass
+class MonitorInputs:
+    """What a method hands to the collapse monitors (:mod:`jepalab.eval.collapse`): detached
+    tensors it computed anyway, so that filling it costs nothing.
+
+    Attributes:
+        embeddings: ``(n, D)`` one embedding per sample (e.g. average-pooled target features).
+        tokens: ``(T, D)`` target-encoder token features (before the loss's layer norm), or
+            ``None``.
+        predictions: ``(P, D')`` predictor outputs, or ``None``.
+        targets: ``(P, D')`` what they were trained to match.
+        groups: ``(P,)`` group index of every prediction (e.g. its mask configuration).
+        group_names: name of each group index.
+    """
+
+    embeddings: Tensor
+    tokens: Tensor | None = None
+    predictions: Tensor | None = None
+    targets: Tensor | None = None
+    groups: Tensor | None = None
+    group_names: Sequence[str] = ()
 
 
 @dataclass
@@ -16,12 +40,14 @@ class MethodOutput:
         metrics: detached scalars to log (floats or 0-d tensors).
         num_samples: samples in the batch (for throughput).
         num_tokens: token counts by kind, e.g. ``{"context": 1520, "target": 540}``.
+        monitor: embeddings for the collapse monitors, or ``None``.
     """
 
     loss: Tensor
     metrics: dict[str, float | Tensor] = field(default_factory=dict)
     num_samples: int = 0
     num_tokens: dict[str, int] = field(default_factory=dict)
+    monitor: MonitorInputs | None = None
 
 
 class Method(nn.Module):

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from jepalab.masks.collator import MaskedBatch
-from jepalab.methods.base import Method, MethodOutput
+from jepalab.methods.base import Method, MethodOutput, MonitorInputs
 from jepalab.models.ema import EMATarget, ema_momentum
 
 LOSSES = ("smooth_l1", "l1", "mse")
@@ -77,10 +77,19 @@ class IJEPA(Method):
         return self.target_encoder.module  # I-JEPA and V-JEPA evaluate the target encoder
 
     @torch.no_grad()
-    def targets(self, batch: MaskedBatch) -> Tensor:
-        """Layer-normed target-encoder features at every target token, ``(Tt, D)``."""
+    def target_features(self, images: Tensor) -> Tensor:
+        """The target (EMA) encoder's features of the whole input, ``(B, N, D)``."""
+        return self.target_encoder(images)
+
+    @torch.no_grad()
+    def targets(self, batch: MaskedBatch, features: Tensor | None = None) -> Tensor:
+        """Layer-normed target-encoder features at every target token, ``(Tt, D)``.
+
+        ``features``: :meth:`target_features` of ``batch.images`` if already computed.
+        """
         masks = batch.masks
-        features = self.target_encoder(batch.images)  # (B, N, D)
+        if features is None:
+            features = self.target_features(batch.images)  # (B, N, D)
         b, n, d = features.shape
         index = masks.targets.flat_index(n, seqs_per_row=masks.num_targets)
         # LayerNorm is per token, so normalising only the gathered targets is identical.
@@ -109,7 +118,8 @@ class IJEPA(Method):
         masks = batch.masks
         if masks is None:
             raise ValueError(f"{type(self).__name__} needs masked batches; use a MaskCollator")
-        target = self.targets(batch)
+        features = self.target_features(batch.images)
+        target = self.targets(batch, features)
         context = self.context_encoder(batch.images, keep=masks.context)
         prediction = self.predictor(context, masks.context, masks.targets, masks.target_mask_ids())
         loss = self.loss(prediction, target, batch)
@@ -126,6 +136,28 @@ class IJEPA(Method):
             metrics,
             num_samples,
             {"context": masks.context.total, "target": masks.targets.total},
+            self._monitor_inputs(features, prediction, target, batch),
+        )
+
+    def _monitor_inputs(
+        self, features: Tensor, prediction: Tensor, target: Tensor, batch: MaskedBatch
+    ) -> MonitorInputs:
+        """Pooled target features per sample, all target-encoder tokens, and predictions with
+        their mask configuration (``mask0``, ``mask1``, ...: V-JEPA's short/long range)."""
+        masks = batch.masks
+        config_of_seq = masks.target_mask_ids()
+        if config_of_seq is None:
+            groups, names = None, ("mask0",)
+        else:
+            groups = config_of_seq.repeat_interleave(masks.targets.lengths)
+            names = tuple(f"mask{i}" for i in range(masks.num_mask_configs))
+        return MonitorInputs(
+            embeddings=features.mean(dim=1),
+            tokens=features,
+            predictions=prediction.detach(),
+            targets=target,
+            groups=groups,
+            group_names=names,
         )
 
     def after_optimizer_step(self, step: int, total_steps: int) -> dict[str, float]:

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from jepalab.config import OptimConfig, TrainerConfig
 from jepalab.data.sampling import ResumableBatchSampler, SeededDataset
+from jepalab.eval.collapse import CollapseMonitor
 from jepalab.methods.base import Method
 from jepalab.train.checkpoint import (
     checkpoint_path,
@@ -128,6 +129,10 @@ class Trainer:
             self.method, optim.lr, optim.weight_decay, tuple(optim.betas), optim.eps
         )
         self.forward = torch.compile(self.method, dynamic=True) if cfg.compile else self.method
+        if cfg.monitor_every < 0:
+            raise ValueError(f"trainer.monitor_every must be >= 0, got {cfg.monitor_every}")
+        self.monitor = CollapseMonitor(cfg.rank_warning)
+        self.monitor_values: dict[str, float] = {}
         self.step = 0
         self.samples_seen = self.samples_skipped = 0
 
@@ -292,6 +297,8 @@ class Trainer:
                         images_per_s=window_samples / max(elapsed, 1e-9),
                         skipped_samples=self.samples_skipped,
                     )
+                    row.update(self.monitor_values)
+                    self.monitor_values = {}
                     logger.log(self.step, row)
                     bar.set_postfix(
                         loss=f"{row['loss']:.4f}",
@@ -338,4 +345,8 @@ class Trainer:
         for k, v in values.items():
             window[k] = window.get(k, 0.0) + v
         window["_samples"] = out.num_samples
+        every = self.cfg.monitor_every
+        if every and out.monitor is not None and (self.step % every == 0 or self.step == 1):
+            # the latest values, not window averages: logged with the next row
+            self.monitor_values = self.monitor(out.monitor, self.step)
         return loss
