@@ -35,12 +35,15 @@ def test_rankme_of_an_isotropic_gaussian_is_about_its_dimension():
 def test_rankme_of_low_rank_sets():
     x = gaussian(1000, 1) @ gaussian(1, 64, seed=1)  # rank 1, every row on one line
     assert rankme(x) == pytest.approx(1.0, abs=0.01)
-    # five equally strong orthogonal directions in 64-D: effective rank 5
+    # an isotropic Gaussian inside a 5-D subspace of 64-D: effective rank 5
     q, _ = torch.linalg.qr(gaussian(64, 5, seed=2))
-    basis = q.T * 3.0
-    codes = torch.eye(5).repeat(40, 1)
-    assert rankme(codes @ basis) == pytest.approx(5.0, rel=1e-3)
-    assert rankme(torch.zeros(10, 8)) == 1.0
+    assert rankme(gaussian(8192, 5, seed=3) @ q.T * 3.0) == pytest.approx(5.0, rel=0.01)
+    # the rank of the covariance: a shared offset is not a dimension ...
+    offset = 100.0 * gaussian(1, 64, seed=4)
+    assert rankme(gaussian(8192, 64) + offset) == pytest.approx(64, rel=0.02)
+    # ... while the paper's uncentred statistic is dominated by it
+    assert rankme(gaussian(8192, 64) + offset, center=False) < 2
+    assert rankme(torch.ones(10, 8)) == 1.0
 
 
 def test_rankme_rejects_token_grids():

@@ -4,10 +4,11 @@ A joint-embedding model can minimise its loss by mapping every input to the same
 (complete collapse) or to a low-dimensional subspace (dimensional collapse). These statistics
 expose both while training runs (the Trainer logs them every ``trainer.monitor_every`` steps):
 
-- :func:`rankme`: the effective rank of a set of embeddings (Garrido et al. 2023, "RankMe:
-  Assessing the Downstream Performance of Pretrained Self-Supervised Representations by Their
-  Rank", Eq. 1): ``exp(-sum_k p_k log p_k)`` with ``p_k = s_k / ||s||_1 + eps`` over the
-  singular values ``s``. An isotropic Gaussian of dimension D gives ~D; a rank-1 set gives 1.
+- :func:`rankme`: the effective rank of the embedding covariance (Garrido et al. 2023,
+  "RankMe: Assessing the Downstream Performance of Pretrained Self-Supervised Representations
+  by Their Rank", Eq. 1): ``exp(-sum_k p_k log p_k)`` with ``p_k = s_k / ||s||_1 + eps`` over
+  the singular values ``s`` of the centred embeddings. An isotropic Gaussian of dimension D
+  gives ~D; a rank-1 set gives 1.
 - :func:`feature_std`: the mean per-dimension standard deviation of L2-normalised embeddings,
   times ``sqrt(D)`` (SimSiam, Chen & He 2021, Sec. 4.1 uses the unscaled value, ``1/sqrt(D)``
   for isotropic outputs): ~1 for spread-out embeddings, 0 under complete collapse.
@@ -44,14 +45,23 @@ def _strided(x: Tensor, limit: int = MAX_TOKENS) -> Tensor:
 
 
 @torch.no_grad()
-def rankme(embeddings: Tensor, eps: float = 1e-7) -> float:
+def rankme(embeddings: Tensor, center: bool = True, eps: float = 1e-7) -> float:
     """RankMe effective rank of ``(n, D)`` embeddings (Garrido et al. 2023, Eq. 1), between 1
-    and ``min(n, D)``. Embeddings are not centred, as in the paper."""
+    and ``min(n, D)``.
+
+    ``center=True`` (the monitors' choice) takes the rank of the embedding covariance: the
+    mean is removed first, so a large shared component (common at initialisation, where
+    average-pooled features of different images point the same way) does not read as
+    collapse. ``center=False`` is the paper's statistic on the raw embeddings.
+    """
     if embeddings.ndim != 2:
         raise ValueError(f"rankme expects (n, D) embeddings, got shape {tuple(embeddings.shape)}")
-    s = torch.linalg.svdvals(embeddings.detach().float())
+    x = embeddings.detach().float()
+    if center:
+        x = x - x.mean(dim=0, keepdim=True)
+    s = torch.linalg.svdvals(x)
     if s.sum() <= 0:
-        return 1.0  # all zeros: completely collapsed
+        return 1.0  # all equal: completely collapsed
     p = s / s.sum() + eps
     return float(torch.exp(-(p * p.log()).sum()))
 

@@ -9,13 +9,26 @@ from __future__ import annotations
 import math
 
 import torch
-from timm.layers import Mlp
 from torch import Tensor, nn
 
 from jepalab.kernels.attention import VarlenLayout, attention
 from jepalab.models.layers.rope import apply_rope
 
 Rope = tuple[Tensor, Tensor]  # (cos, sin), each (tokens, 1, head_dim); see GridRoPE
+
+
+class Mlp(nn.Module):
+    """The transformer MLP ``fc2(GELU(fc1(x)))`` (ViT, Dosovitskiy et al. 2021, Eq. 3); the
+    parameter names are timm's ``Mlp``, so checkpoints of both load into each other."""
+
+    def __init__(self, dim: int, hidden_features: int, act_layer: type[nn.Module] = nn.GELU):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_features)
+        self.act = act_layer()
+        self.fc2 = nn.Linear(hidden_features, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
 
 
 def drop_path(x: Tensor, p: float, training: bool, layout: VarlenLayout | None) -> Tensor:
