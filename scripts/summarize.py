@@ -3,7 +3,7 @@ the sweep varied, then the final metrics of each run.
 
     jepalab train -m experiment=ijepa_digits mask.num_targets=1,2,4 name=ablate_targets
     python scripts/summarize.py multirun/ablate_targets            # markdown table
-    python scripts/summarize.py multirun/ablate_targets --format json --sort "probe/trained encoder" --desc
+    python scripts/summarize.py multirun/ablate_targets --sort "probe/trained encoder" --desc
     python scripts/summarize.py runs/ --metrics '.*'               # every metric of every run
 
 Metrics: the last logged value of each key in ``metrics.jsonl`` (loss, monitors), the probe

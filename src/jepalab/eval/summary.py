@@ -129,8 +129,7 @@ def varying_keys(configs: Sequence[dict[str, Any]], ignore: Iterable[str] = IGNO
     return [
         k
         for k in keys
-        if len({json.dumps(c.get(k, missing), default=str, sort_keys=True) for c in configs})
-        > 1
+        if len({json.dumps(c.get(k, missing), default=str, sort_keys=True) for c in configs}) > 1
     ]
 
 
@@ -232,7 +231,10 @@ def format_json(summary: Summary) -> str:
         {
             "config_columns": summary.config_columns,
             "metric_columns": summary.metric_columns,
-            "rows": [{**row, "path": str(r.path)} for row, r in zip(summary.rows(), summary.runs)],
+            "rows": [
+                {**row, "path": str(r.path)}
+                for row, r in zip(summary.rows(), summary.runs, strict=True)
+            ],
         },
         indent=2,
         default=str,
