@@ -308,6 +308,9 @@ class Trainer:
                     window.clear()
                     window_steps, window_samples = 0, 0
                     window_start = time.perf_counter()
+                if self.monitor_values:  # a monitor step that is not a logging step
+                    logger.log(self.step, self.monitor_values)
+                    self.monitor_values = {}
                 bar.update(1)
                 if self.step % self.cfg.ckpt_every == 0 or done:
                     self.save_checkpoint()
@@ -347,6 +350,6 @@ class Trainer:
         window["_samples"] = out.num_samples
         every = self.cfg.monitor_every
         if every and out.monitor is not None and (self.step % every == 0 or self.step == 1):
-            # the latest values, not window averages: logged with the next row
+            # this step's values (not window averages), logged at this step
             self.monitor_values = self.monitor(out.monitor, self.step)
         return loss
