@@ -13,9 +13,7 @@ import torch
 # switch must be set here, before any other import.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
-from hydra import compose, initialize_config_dir
-
-from jepalab.config import config_dir, register_configs
+from jepalab.config import compose_config  # noqa: F401  (tests import it from here)
 
 TINY_OVERRIDES = [
     "encoder.embed_dim=32",
@@ -41,14 +39,6 @@ TINY_VIDEO_OVERRIDES = [
     "data.params.digit_size=[6,8]",
     "data.params.speed=[0.5,1.5]",
 ]
-
-
-def compose_config(overrides: list[str] | None = None, experiment: str | None = None):
-    """Compose ``configs/config.yaml`` exactly as the CLI does, with overrides."""
-    register_configs()
-    extra = [f"experiment={experiment}"] if experiment else []
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        return compose("config", overrides=extra + list(overrides or []))
 
 
 @pytest.fixture

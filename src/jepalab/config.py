@@ -205,3 +205,18 @@ def config_dir() -> Path:
     raise FileNotFoundError(
         f"jepalab's configs/ directory was not found next to {here}; reinstall the package"
     )
+
+
+def compose_config(overrides: list[str] | None = None, experiment: str | None = None):
+    """The configuration ``jepalab train`` would run, composed from Python (notebooks,
+    scripts): ``compose_config(["trainer.max_steps=100"], experiment="ijepa_digits")``.
+
+    Returns the validated ``DictConfig`` (schema :class:`Config`); pass it to
+    :func:`jepalab.experiment.train`. Unknown keys and bad values raise naming the key.
+    """
+    from hydra import compose, initialize_config_dir
+
+    register_configs()
+    extra = [f"experiment={experiment}"] if experiment else []
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        return compose("config", overrides=extra + list(overrides or []))
