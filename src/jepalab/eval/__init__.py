@@ -7,8 +7,10 @@ from jepalab.eval.attentive_probe import (
     CrossAttentionBlock,
     extract_token_features,
     fit_attentive_probe,
+    fit_attentive_sweep,
     train_attentive_classifiers,
 )
+from jepalab.eval.knn import fit_knn_probe, knn_predict
 from jepalab.eval.linear_probe import (
     ProbeResult,
     encoder_featurizer,
@@ -18,6 +20,13 @@ from jepalab.eval.linear_probe import (
     format_table,
     pixel_featurizer,
 )
+from jepalab.eval.linear_sweep import (
+    SweepResult,
+    fit_linear_sweep,
+    head_accuracies,
+    train_linear_heads,
+    validation_split,
+)
 
 __all__ = [
     "AttentiveClassifier",
@@ -25,13 +34,21 @@ __all__ = [
     "CrossAttention",
     "CrossAttentionBlock",
     "ProbeResult",
+    "SweepResult",
     "encoder_featurizer",
     "extract_features",
     "extract_token_features",
     "fit_attentive_probe",
+    "fit_attentive_sweep",
+    "fit_knn_probe",
     "fit_linear_probe",
+    "fit_linear_sweep",
     "format_hparams",
     "format_table",
+    "head_accuracies",
+    "knn_predict",
     "pixel_featurizer",
     "train_attentive_classifiers",
+    "train_linear_heads",
+    "validation_split",
 ]

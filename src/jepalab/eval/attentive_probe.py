@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from jepalab.eval.linear_probe import ProbeResult, extract_features, standardise
+from jepalab.eval.linear_sweep import SweepResult, validation_split
 from jepalab.kernels.attention import attention
 from jepalab.models.layers import Block, init_transformer_weights
 from jepalab.train.optim import build_adamw
@@ -330,6 +331,53 @@ def fit_attentive_probe(
     )
 
 
+def fit_attentive_sweep(
+    train: Features,
+    test: Features,
+    *,
+    num_heads: int = 4,
+    depth: int = 1,
+    epochs: int = 20,
+    batch_size: int = 128,
+    lr_grid: tuple[float, ...] = (1e-3, 3e-4),
+    weight_decay_grid: tuple[float, ...] = (0.01, 0.1),
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> SweepResult:
+    """The attentive probe as ``jepalab eval probe`` runs it: one pass over the grid.
+
+    As :func:`fit_attentive_probe`, but the probe picked on the validation part is reported
+    as it is, without refitting on the whole training split (so the grid is trained once,
+    V-JEPA style, and the test accuracy is that of the picked probe), and every grid point's
+    validation accuracy is returned (``grid``). Tokens are standardised with statistics of the
+    fitting part; ``train_accuracy`` is measured on that part.
+    """
+    x_train, y_train = _as_tokens(train, "train")
+    x_test, y_test = (t.to(device) for t in _as_tokens(test, "test"))
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    grid = [(lr, wd) for lr in lr_grid for wd in weight_decay_grid]
+    if not grid:
+        raise ValueError("fit_attentive_sweep: lr_grid and weight_decay_grid must not be empty")
+    fit, val = validation_split(len(y_train), val_fraction, seed)
+    x_fit, x_val, x_test = (t.to(device) for t in standardise(x_train[fit], x_train[val], x_test))
+    y_fit, y_val = y_train[fit].to(device), y_train[val].to(device)
+    options = dict(num_heads=num_heads, depth=depth, epochs=epochs, batch_size=batch_size)
+    probes = train_attentive_classifiers(x_fit, y_fit, num_classes, grid, seed=seed, **options)
+    val_acc = [_accuracy(p, x_val, y_val, batch_size) for p in probes]
+    best = max(range(len(grid)), key=val_acc.__getitem__)
+    return SweepResult(
+        train_accuracy=_accuracy(probes[best], x_fit, y_fit, batch_size),
+        test_accuracy=_accuracy(probes[best], x_test, y_test, batch_size),
+        hparams={"lr": grid[best][0], "weight_decay": grid[best][1]},
+        val_accuracy=val_acc[best],
+        grid=[
+            {"lr": lr, "weight_decay": wd, "val_accuracy": acc}
+            for (lr, wd), acc in zip(grid, val_acc, strict=True)
+        ],
+    )
+
+
 __all__ = [
     "AttentiveClassifier",
     "AttentivePooler",
@@ -337,5 +385,6 @@ __all__ = [
     "CrossAttentionBlock",
     "extract_token_features",
     "fit_attentive_probe",
+    "fit_attentive_sweep",
     "train_attentive_classifiers",
 ]

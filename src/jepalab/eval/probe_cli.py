@@ -1,0 +1,441 @@
+"""``jepalab eval probe``: frozen-feature probes of a trained I-JEPA / V-JEPA run.
+
+    jepalab eval probe ckpt=runs/ijepa_digits                       # linear, k-NN, attentive
+    jepalab eval probe ckpt=runs/x encoder=context probes=[linear,knn] max_train=2000
+
+Loads the run (:func:`jepalab.experiment.load_run`), extracts the features of its labelled
+probe splits (``data.probe.train/test`` of the run's config) once per encoder -- the chosen
+trained encoder and, with ``baselines=true``, raw pixels and a randomly initialised encoder of
+the same shape -- and fits every requested probe on those cached features:
+
+* ``linear``: (lr x weight decay) grid of linear heads trained in one pass
+  (:func:`~jepalab.eval.fit_linear_sweep`), on pooled tokens;
+* ``knn``: weighted k-NN (:func:`~jepalab.eval.fit_knn_probe`), on pooled tokens;
+* ``attentive``: V-JEPA's attentive probe grid (:func:`~jepalab.eval.fit_attentive_sweep`),
+  on all tokens;
+* ``lbfgs``: the full-batch L-BFGS logistic regression that ``jepalab train`` prints
+  (:func:`~jepalab.eval.fit_linear_probe`), on pooled tokens.
+
+Every probe picks its hyper-parameters on a validation part of the training split; the test
+split is only used for the reported accuracy. Writes a JSON file (default
+``<run_dir>/eval/probe.json``) and prints a table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import MISSING, DictConfig, OmegaConf
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from jepalab.eval.attentive_probe import fit_attentive_sweep
+from jepalab.eval.cli_args import UsageError, describe_schema, parse_overrides
+from jepalab.eval.knn import KNN_KS, KNN_TEMPERATURE, fit_knn_probe
+from jepalab.eval.linear_probe import ProbeResult, fit_linear_probe, format_hparams
+from jepalab.eval.linear_sweep import LR_GRID, WEIGHT_DECAY_GRID, fit_linear_sweep
+from jepalab.experiment import LoadedRun, build_dataset, build_encoder, load_run
+
+log = logging.getLogger(__name__)
+
+PROG = "jepalab eval probe"
+PROBES = ("linear", "knn", "attentive", "lbfgs")
+ENCODERS = ("target", "context")  # target: the EMA encoder (I-JEPA / V-JEPA evaluate it)
+POOLINGS = ("mean", "max")
+POOLED_PROBES = ("linear", "knn", "lbfgs")  # the probes that read one vector per sample
+
+
+@dataclass
+class LinearArgs:
+    """The linear probe's grid, all heads trained together on the same batches (AdamW,
+    cosine schedule)."""
+
+    lr: list[float] = field(default_factory=lambda: list(LR_GRID))
+    weight_decay: list[float] = field(default_factory=lambda: list(WEIGHT_DECAY_GRID))
+    epochs: int = 100
+    batch_size: int = 256
+
+
+@dataclass
+class KnnArgs:
+    k: list[int] = field(default_factory=lambda: list(KNN_KS))
+    temperature: float = KNN_TEMPERATURE  # DINO's
+
+
+@dataclass
+class AttentiveArgs:
+    """V-JEPA's attentive probe; the defaults are ``jepalab train``'s (``eval.attentive_*``)."""
+
+    lr: list[float] = field(default_factory=lambda: [1e-3, 3e-4])
+    weight_decay: list[float] = field(default_factory=lambda: [0.01, 0.1])
+    epochs: int = 20
+    batch_size: int = 128
+    heads: int = 4
+    depth: int = 1  # 1: one cross-attention block (V-JEPA); 4: V-JEPA 2's probe
+
+
+@dataclass
+class ProbeArgs:
+    """``jepalab eval probe`` arguments (``key=value``)."""
+
+    ckpt: str = MISSING  # a run directory (its newest checkpoint) or a checkpoint file
+    probes: list[str] = field(default_factory=lambda: ["linear", "knn", "attentive"])
+    encoder: str = "target"  # target (EMA; the paper's choice) | context (the online one)
+    pooling: str = "mean"  # tokens -> one vector for linear / knn / lbfgs: mean | max
+    baselines: bool = True  # also probe raw pixels and a random-init encoder of that shape
+    max_train: int | None = None  # a seeded random subset of the training split
+    max_test: int | None = None
+    val_fraction: float = 0.2  # of the training split, for picking hyper-parameters
+    batch_size: int = 256  # feature extraction
+    device: str = "auto"  # auto: cuda if available, else cpu
+    seed: int = 0
+    progress: bool = True
+    out: str | None = None  # default: <run_dir>/eval/probe.json
+    linear: LinearArgs = field(default_factory=LinearArgs)
+    knn: KnnArgs = field(default_factory=KnnArgs)
+    attentive: AttentiveArgs = field(default_factory=AttentiveArgs)
+
+
+def usage() -> str:
+    return (
+        f"usage: {PROG} ckpt=RUN_DIR_OR_CHECKPOINT [key=value ...]\n\n"
+        "Probes a trained I-JEPA / V-JEPA run's frozen encoder on its labelled probe splits.\n"
+        f"  probes:    any of {', '.join(PROBES)} (linear: lr x wd grid trained in one pass;\n"
+        "             lbfgs: the probe `jepalab train` prints)\n"
+        f"  encoder:   {' | '.join(ENCODERS)} (target: the EMA encoder, the papers' choice)\n"
+        f"  pooling:   {' | '.join(POOLINGS)} over tokens for linear / knn / lbfgs; attentive "
+        "reads all tokens\n"
+        "  baselines: also probe raw pixels and a random-init encoder of the same shape\n"
+        "  out:       the JSON report; default <run_dir>/eval/probe.json\n\n"
+        "keys (defaults):\n" + "\n".join(describe_schema(ProbeArgs))
+    )
+
+
+def check_args(args: ProbeArgs) -> None:
+    """Raise :class:`UsageError` naming the first key whose value is not allowed."""
+    choices: list[tuple[str, Any, tuple]] = [
+        ("encoder", args.encoder, ENCODERS),
+        ("pooling", args.pooling, POOLINGS),
+    ]
+    choices += [("probes", p, PROBES) for p in args.probes]
+    for key, value, allowed in choices:
+        if value not in allowed:
+            raise UsageError(f"{PROG}: {key}={value!r} is not one of {list(allowed)}")
+    if not args.probes:
+        raise UsageError(f"{PROG}: probes is empty; choose from {list(PROBES)}")
+    if not 0 < args.val_fraction < 1:
+        raise UsageError(f"{PROG}: val_fraction={args.val_fraction} must be in (0, 1)")
+    for key, grid in (
+        ("linear.lr", args.linear.lr),
+        ("linear.weight_decay", args.linear.weight_decay),
+        ("knn.k", args.knn.k),
+        ("attentive.lr", args.attentive.lr),
+        ("attentive.weight_decay", args.attentive.weight_decay),
+    ):
+        if not grid:
+            raise UsageError(f"{PROG}: {key} is empty; give at least one value")
+
+
+# ----------------------------------------------------------------------------- features
+
+
+@dataclass
+class CachedFeatures:
+    """One encoder's features of one split, kept in memory for every probe (CPU, fp32)."""
+
+    pooled: Tensor | None  # (n, D): what linear / k-NN / L-BFGS read
+    tokens: Tensor | None  # (n, N, D): what the attentive probe reads
+    labels: Tensor  # (n,)
+
+
+def pool_tokens(tokens: Tensor, pooling: str) -> Tensor:
+    """``(B, N, D) -> (B, D)``: average (I-JEPA's linear probe) or max over tokens."""
+    return tokens.mean(1) if pooling == "mean" else tokens.amax(1)
+
+
+@torch.inference_mode()
+def extract(
+    encoder: nn.Module,
+    dataset: Dataset,
+    *,
+    raw_pixels: bool = False,
+    pooled: bool,
+    tokens: bool,
+    pooling: str,
+    batch_size: int,
+    device: torch.device,
+    desc: str,
+    progress: bool,
+) -> CachedFeatures:
+    """Run a labelled split through ``encoder`` (``(B, N, D)`` tokens) once, keeping the
+    pooled vectors and/or all tokens.
+
+    ``raw_pixels``: the raw-pixel baseline instead, with flattened pixels as the pooled vector
+    and the pixels cut into ``encoder``'s patch / tubelet grid (``encoder.patchify``) as tokens.
+    """
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    out: dict[str, list[Tensor]] = {"pooled": [], "tokens": [], "labels": []}
+    for x, y in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        x = x.to(device)
+        t = encoder.patchify(x) if raw_pixels else encoder(x)
+        if pooled:
+            p = x.flatten(1) if raw_pixels else pool_tokens(t, pooling)
+            out["pooled"].append(p.float().cpu())
+        if tokens:
+            out["tokens"].append(t.float().cpu())
+        out["labels"].append(torch.as_tensor(y).long())
+    return CachedFeatures(
+        pooled=torch.cat(out["pooled"]) if pooled else None,
+        tokens=torch.cat(out["tokens"]) if tokens else None,
+        labels=torch.cat(out["labels"]),
+    )
+
+
+def capped(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
+    """A seeded random subset of ``limit`` samples (all of them when ``limit`` is None)."""
+    if limit is None or limit >= len(dataset):  # type: ignore[arg-type]
+        return dataset
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))  # type: ignore[arg-type]
+    return Subset(dataset, order[:limit].sort().values.tolist())
+
+
+def select_encoder(method: nn.Module, choice: str) -> nn.Module:
+    """``target``: the EMA target encoder (I-JEPA / V-JEPA evaluate it); ``context``: the
+    online context encoder, trained by gradient."""
+    return method.target_encoder.module if choice == "target" else method.context_encoder
+
+
+# ----------------------------------------------------------------------------- probes
+
+
+def run_probe(
+    name: str, train: CachedFeatures, test: CachedFeatures, args: ProbeArgs, device
+) -> ProbeResult:
+    """Fit probe ``name`` on cached training features; its accuracy on the test features."""
+    common = dict(val_fraction=args.val_fraction, seed=args.seed)
+    if name == "linear":
+        a = args.linear
+        return fit_linear_sweep(
+            (train.pooled, train.labels),
+            (test.pooled, test.labels),
+            lr_grid=tuple(a.lr),
+            weight_decay_grid=tuple(a.weight_decay),
+            epochs=a.epochs,
+            batch_size=a.batch_size,
+            device=device,
+            **common,
+        )
+    if name == "knn":
+        return fit_knn_probe(
+            (train.pooled, train.labels),
+            (test.pooled, test.labels),
+            ks=tuple(args.knn.k),
+            temperature=args.knn.temperature,
+            device=device,
+            **common,
+        )
+    if name == "attentive":
+        a = args.attentive
+        return fit_attentive_sweep(
+            (train.tokens, train.labels),
+            (test.tokens, test.labels),
+            num_heads=a.heads,
+            depth=a.depth,
+            epochs=a.epochs,
+            batch_size=a.batch_size,
+            lr_grid=tuple(a.lr),
+            weight_decay_grid=tuple(a.weight_decay),
+            device=device,
+            **common,
+        )
+    return fit_linear_probe(  # lbfgs: float64, refitted on the whole training split
+        (train.pooled.numpy(), train.labels.numpy()),
+        (test.pooled.numpy(), test.labels.numpy()),
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+    )
+
+
+def pooling_notes(args: ProbeArgs) -> dict[str, str]:
+    """What each requested probe reads, for the JSON and the table's title."""
+    notes = {p: f"{args.pooling}-pooled tokens" for p in args.probes if p in POOLED_PROBES}
+    if "attentive" in args.probes:
+        notes["attentive"] = "all tokens (learned cross-attention pooling)"
+    if args.baselines:
+        notes["raw pixels"] = "flattened pixels (pooled probes), pixel patch tokens (attentive)"
+    return notes
+
+
+def format_probe_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """``features | probe | test | val | train | hparams``, one row per (features, probe)."""
+    rows = [
+        (features, probe, r)
+        for features, by_probe in results.items()
+        for probe, r in by_probe.items()
+    ]
+    fw = max(len("features"), *(len(f) for f, _, _ in rows)) + 2
+    pw = max(len("probe"), *(len(p) for _, p, _ in rows)) + 2
+    header = f"{'features':<{fw}}{'probe':<{pw}}{'test':>7}{'val':>7}{'train':>7}  hparams"
+    lines = [header, "-" * (len(header) + 14)]
+    for features, probe, r in rows:
+        accs = "".join(f"{100 * r[k]:>6.1f}%" for k in ("test_accuracy", "val_accuracy"))
+        lines.append(
+            f"{features:<{fw}}{probe:<{pw}}{accs}{100 * r['train_accuracy']:>6.1f}%"
+            f"  {format_hparams(r['hparams'])}"
+        )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def run_dir_of_checkpoint(ckpt: str | Path, file: Path) -> Path:
+    """The run directory: ``ckpt`` itself when it is one, else the checkpoint's run."""
+    path = Path(ckpt)
+    if path.is_dir():
+        return path.parent if path.name == "checkpoints" else path
+    return file.parent.parent if file.parent.name == "checkpoints" else file.parent
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def probe_splits(cfg: DictConfig, args: ProbeArgs) -> dict[str, Dataset]:
+    """The run's labelled ``train`` / ``test`` probe splits, capped at ``max_train/max_test``."""
+    if cfg.data.get("probe") is None:
+        raise UsageError(
+            f"{PROG}: the run's data (data.name={cfg.data.name}) has no labelled probe splits "
+            "(data.probe.train/test); nothing to probe"
+        )
+    limits = {"train": args.max_train, "test": args.max_test}
+    return {
+        split: capped(
+            build_dataset(cfg.data, **OmegaConf.to_container(cfg.data.probe[split], resolve=True)),
+            limit,
+            args.seed,
+        )
+        for split, limit in limits.items()
+    }
+
+
+def feature_sources(
+    run: LoadedRun, args: ProbeArgs, device: torch.device
+) -> dict[str, tuple[nn.Module, bool]]:
+    """``{row name: (encoder, raw_pixels)}``: the chosen trained encoder and, with
+    ``baselines``, raw pixels (in its patch grid) and a random-init encoder of the same shape
+    (the one ``jepalab train`` probes)."""
+    trained = select_encoder(run.method, args.encoder)
+    sources = {f"{args.encoder} encoder": (trained, False)}
+    if args.baselines:
+        sources["raw pixels"] = (trained, True)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(run.cfg.trainer.seed + 1)
+            random_init = build_encoder(run.cfg.encoder).to(device).eval()
+        sources["random-init encoder"] = (random_init, False)
+    return sources
+
+
+def probe_features(
+    name: str, train: CachedFeatures, test: CachedFeatures, args: ProbeArgs, device
+) -> dict[str, dict[str, Any]]:
+    """Every requested probe on one encoder's cached features: ``{probe: result dict}``."""
+    results = {}
+    for probe in args.probes:
+        start = time.perf_counter()
+        result = run_probe(probe, train, test, args, device)
+        seconds = time.perf_counter() - start
+        log.info("%s / %s: test %.1f%% (%.1fs)", name, probe, 100 * result.test_accuracy, seconds)
+        results[probe] = {**asdict(result), "seconds": round(seconds, 2)}
+    return results
+
+
+def probe_run(args: ProbeArgs) -> dict[str, Any]:
+    """Load the run, cache features once per encoder, fit every probe: the JSON report."""
+    check_args(args)
+    device = resolve_device(args.device)
+    try:
+        run = load_run(args.ckpt, device)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(f"{PROG}: ckpt={args.ckpt}: {exc}") from None
+    except RuntimeError as exc:  # strict load_state_dict: keys of another jepalab version
+        if "loading state_dict" not in str(exc):
+            raise
+        raise UsageError(
+            f"{PROG}: ckpt={args.ckpt}: its weights do not match the modules its config builds "
+            f"(a checkpoint of an older jepalab?): {' '.join(str(exc).split())}"
+        ) from None
+    splits = probe_splits(run.cfg, args)
+    results, shapes = {}, {}
+    for name, (encoder, raw_pixels) in feature_sources(run, args, device).items():
+        start = time.perf_counter()
+        train, test = (
+            extract(
+                encoder,
+                splits[split],
+                raw_pixels=raw_pixels,
+                pooled=any(p in POOLED_PROBES for p in args.probes),
+                tokens="attentive" in args.probes,
+                pooling=args.pooling,
+                batch_size=args.batch_size,
+                device=device,
+                desc=f"{name}: {split} features",
+                progress=args.progress,
+            )
+            for split in ("train", "test")
+        )
+        log.info("%s: features in %.1fs", name, time.perf_counter() - start)
+        shapes[name] = {
+            kind: list(x.shape[1:])
+            for kind, x in (("pooled", train.pooled), ("tokens", train.tokens))
+            if x is not None
+        }
+        results[name] = probe_features(name, train, test, args, device)
+    return {
+        "run": str(run_dir_of_checkpoint(args.ckpt, run.file)),
+        "checkpoint": str(run.file),
+        "step": run.step,
+        "method": run.cfg.method.name,
+        "encoder": args.encoder,
+        "encoder_name": run.cfg.encoder.name,
+        "pooling": pooling_notes(args),
+        "data": {
+            "name": run.cfg.data.name,
+            "train": len(train.labels),
+            "test": len(test.labels),
+            "num_classes": int(max(train.labels.max(), test.labels.max())) + 1,
+        },
+        "feature_shapes": shapes,
+        "results": results,
+        "args": asdict(args),
+    }
+
+
+def main(argv: list[str]) -> int:
+    """``jepalab eval probe key=value ...``: exit 0, or :class:`UsageError` (exit 2)."""
+    if any(a in ("-h", "--help", "help") for a in argv):
+        print(usage())
+        return 0
+    args = parse_overrides(argv, ProbeArgs, PROG)
+    report = probe_run(args)
+    out = Path(args.out) if args.out else Path(report["run"]) / "eval" / "probe.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    notes = "".join(f"\n  {k}: {v}" for k, v in report["pooling"].items())
+    print(
+        f"\nFrozen-feature probes of {report['run']} (step {report['step']}, "
+        f"{report['encoder']} encoder); held-out accuracy, hparams picked on val:{notes}\n\n"
+        + format_probe_table(report["results"])
+        + f"\n\nwrote {out}",
+        flush=True,
+    )
+    return 0

@@ -1,0 +1,304 @@
+"""`jepalab eval probe`: the one-pass linear sweep, k-NN, and the command on tiny trained runs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from jepalab.cli import main as cli_main
+from jepalab.eval import (
+    fit_knn_probe,
+    fit_linear_sweep,
+    head_accuracies,
+    knn_predict,
+    train_linear_heads,
+)
+from jepalab.eval.probe_cli import ProbeArgs, extract, probe_splits, select_encoder
+from jepalab.experiment import build_experiment, build_trainer, load_run
+from jepalab.train.checkpoint import load_latest
+from jepalab.train.schedules import warmup_cosine
+
+from .conftest import TINY_OVERRIDES, TINY_VIDEO_OVERRIDES, compose_config
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Many tiny steps: on a loaded 2-core machine, intra-op threads only add contention."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def clusters(n: int, dim: int = 16, num_classes: int = 4, seed: int = 0, random_labels=False):
+    """``n`` points of Gaussian clusters around fixed orthogonal means 6 noise-stds apart:
+    linearly separable (and k-NN separable) with overwhelming probability; ``seed`` draws
+    the points, the means are the same for every seed. ``random_labels``: labels drawn
+    independently of the points (any probe must stay at chance)."""
+    means = torch.linalg.qr(
+        torch.randn(dim, num_classes, generator=torch.Generator().manual_seed(99))
+    )[0]
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, num_classes, (n,), generator=g)
+    x = 6.0 * means.T[y] + torch.randn(n, dim, generator=g) + 3.0  # offset, as pooled features
+    if random_labels:
+        y = torch.randint(0, num_classes, (n,), generator=g)
+    return x, y
+
+
+def test_separable_features_are_probed_perfectly():
+    train, test = clusters(600, seed=0), clusters(400, seed=1)
+    linear = fit_linear_sweep(train, test, epochs=20, lr_grid=(1e-2, 1e-1), seed=0)
+    knn = fit_knn_probe(train, test, ks=(5, 20))
+    for result in (linear, knn):
+        assert result.test_accuracy >= 0.99 and result.val_accuracy >= 0.99
+        assert result.train_accuracy >= 0.99
+
+
+def test_random_labels_stay_at_chance():
+    """Labels independent of the features: the picked head and k must not beat chance (25%)
+    on the test split, even though the linear head can fit its training part."""
+    train = clusters(600, dim=64, seed=0, random_labels=True)
+    test = clusters(1000, dim=64, seed=1, random_labels=True)
+    linear = fit_linear_sweep(train, test, epochs=30)
+    knn = fit_knn_probe(train, test)
+    for result in (linear, knn):
+        assert abs(result.test_accuracy - 0.25) < 0.06  # 4.4 standard errors
+    assert linear.train_accuracy > 0.35  # it did train: 64 dims memorise some of 480 points
+
+
+def test_every_grid_head_trains_as_if_alone_with_torch_adamw():
+    """The batched heads are independent: head g of the grid equals torch.optim.AdamW run on
+    one head with (lr_g, wd_g) and the same batches and schedule (bias not decayed)."""
+    x, y = clusters(100, dim=8, num_classes=3)
+    grid = [(1e-3, 0.0), (3e-2, 0.0), (3e-2, 3.0)]
+    w, b = train_linear_heads(x, y, 3, grid, epochs=3, batch_size=32, seed=5)
+    assert not torch.allclose(w[0], w[1]) and not torch.allclose(w[1], w[2])
+    assert w[2].norm() < 0.8 * w[1].norm()  # decay pulls the weights to zero
+    for g, (lr, wd) in enumerate(grid):
+        w_ref = torch.zeros(8, 3, requires_grad=True)
+        b_ref = torch.zeros(3, requires_grad=True)
+        opt = torch.optim.AdamW(
+            [{"params": [w_ref], "weight_decay": wd}, {"params": [b_ref], "weight_decay": 0.0}],
+            lr=lr,
+        )
+        gen, step = torch.Generator().manual_seed(5), 0
+        for _ in range(3):
+            for idx in torch.randperm(100, generator=gen).split(32):
+                step += 1
+                for group in opt.param_groups:
+                    group["lr"] = warmup_cosine(step, 4, 12, 0.0, lr, 0.0)
+                opt.zero_grad()
+                F.cross_entropy(x[idx] @ w_ref + b_ref, y[idx]).backward()
+                opt.step()
+        torch.testing.assert_close(w[g], w_ref.detach(), rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(b[g], b_ref.detach(), rtol=1e-4, atol=1e-6)
+
+
+def nuisance_task(n: int, seed: int, num_classes: int = 4):
+    """The class shows in ``x[:K]`` under strong noise that ``x[K:]`` repeats: a linear
+    probe separates the classes only by learning to subtract the copy, which the first
+    gradient steps from zero (class-mean differences) do not see."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, num_classes, (n,), generator=g)
+    noise = 4.0 * torch.randn(n, num_classes, generator=g)
+    copy = noise + 0.1 * torch.randn(n, num_classes, generator=g)
+    return torch.cat([2.0 * torch.eye(num_classes)[y] + noise, copy], 1), y
+
+
+def test_sweep_reports_every_grid_point_and_picks_the_best_on_validation():
+    """Every grid point is really trained: a tiny lr stays near the mean-difference
+    classifier, a large one solves the task, weight decay changes the result; the pick is the
+    argmax of the validation accuracies."""
+    train, test = nuisance_task(500, seed=0), nuisance_task(300, seed=1)
+    result = fit_linear_sweep(
+        train, test, lr_grid=(1e-4, 0.1), weight_decay_grid=(0.0, 0.1), epochs=5, batch_size=32
+    )
+    assert [(g["lr"], g["weight_decay"]) for g in result.grid] == [
+        (1e-4, 0.0), (1e-4, 0.1), (0.1, 0.0), (0.1, 0.1)
+    ]  # fmt: skip
+    val = [g["val_accuracy"] for g in result.grid]
+    assert max(val[:2]) < 0.5 and min(val[2:]) > 0.9 and val[2] != val[3]
+    best = max(range(4), key=val.__getitem__)
+    assert result.val_accuracy == val[best]
+    assert result.hparams == {"lr": 0.1, "weight_decay": result.grid[best]["weight_decay"]}
+    assert result.test_accuracy > 0.9 and result.train_accuracy > 0.9
+
+
+def brute_force_knn(bank, labels, queries, k, temperature, num_classes):
+    """The DINO k-NN vote, one query at a time, written independently."""
+    bank, queries = F.normalize(bank, dim=1), F.normalize(queries, dim=1)
+    preds = []
+    for q in queries:
+        sims = bank @ q
+        order = sorted(range(len(bank)), key=lambda i: -float(sims[i]))[:k]
+        score = [0.0] * num_classes
+        for i in order:
+            score[int(labels[i])] += math.exp(float(sims[i]) / temperature)
+        preds.append(max(range(num_classes), key=score.__getitem__))
+    return torch.tensor(preds)
+
+
+def test_knn_matches_a_brute_force_vote_and_leaves_one_out():
+    g = torch.Generator().manual_seed(0)
+    bank, labels = torch.randn(60, 5, generator=g), torch.randint(0, 4, (60,), generator=g)
+    queries = torch.randn(25, 5, generator=g)
+    got = knn_predict(bank, labels, queries, 4, ks=(1, 3, 7), temperature=0.5, chunk=8)
+    for k in (1, 3, 7):
+        assert torch.equal(got[k], brute_force_knn(bank, labels, queries, k, 0.5, 4))
+    # Querying the bank itself: each point is its own nearest neighbour unless left out.
+    assert torch.equal(knn_predict(bank, labels, bank, 4, ks=(1,))[1], labels)
+    loo = knn_predict(bank, labels, bank, 4, ks=(1,), leave_one_out=True, chunk=16)[1]
+    nearest_other = (F.normalize(bank, dim=1) @ F.normalize(bank, dim=1).T).fill_diagonal_(-2)
+    assert torch.equal(loo, labels[nearest_other.argmax(1)])
+    assert knn_predict(bank, labels, queries, 4, ks=(500,))[500].shape == (25,)  # k > n: all
+
+
+def test_head_accuracies_agree_with_a_plain_loop():
+    x, y = clusters(50, dim=6, num_classes=3)
+    w, b = torch.randn(4, 6, 3), torch.randn(4, 3)
+    expected = [float(((x @ w[g] + b[g]).argmax(1) == y).double().mean()) for g in range(4)]
+    assert head_accuracies(w, b, x, y, chunk=7) == pytest.approx(expected)
+
+
+# ----------------------------------------------------------------------------- the command
+
+FAST_PROBES = [
+    "max_train=160",
+    "max_test=80",
+    "batch_size=80",
+    "progress=false",
+    "linear.epochs=10",
+    "linear.lr=[0.01,0.1]",
+    "linear.weight_decay=[0.0001,0.1]",
+    "knn.k=[5,10]",
+    "attentive.epochs=2",
+    "attentive.lr=[0.001]",
+    "attentive.weight_decay=[0.01,0.1]",
+    "attentive.heads=2",
+]
+
+
+def train_tiny_run(overrides: list[str], run_dir, experiment=None, steps: int = 3):
+    cfg = compose_config([*overrides, f"run_dir={run_dir}"], experiment=experiment)
+    cfg.optim.lr = cfg.optim.start_lr = 2e-3  # so that 3 steps move the context encoder
+    cfg.trainer.max_steps = steps
+    exp = build_experiment(cfg)
+    build_trainer(cfg, exp, OmegaConf.to_container(cfg, resolve=True)).fit()  # as `train`
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory):
+    return train_tiny_run(TINY_OVERRIDES, tmp_path_factory.mktemp("ijepa") / "run")
+
+
+def eval_probe(*args: str) -> int:
+    return cli_main(["eval", "probe", *args])
+
+
+def test_cli_probes_an_image_run_end_to_end(image_run, tmp_path, capsys):
+    out = tmp_path / "probe.json"
+    assert eval_probe(f"ckpt={image_run}", f"out={out}", *FAST_PROBES) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert report["step"] == 3 and report["method"] == "ijepa"
+    assert report["encoder"] == "target" and report["checkpoint"].endswith("step_00000003.pt")
+    assert report["pooling"]["linear"] == report["pooling"]["knn"] == "mean-pooled tokens"
+    assert report["pooling"]["attentive"].startswith("all tokens")
+    assert report["data"] == {"name": "digits_canvas", "train": 160, "test": 80, "num_classes": 10}
+    assert report["feature_shapes"]["target encoder"] == {"pooled": [32], "tokens": [64, 32]}
+    assert report["feature_shapes"]["raw pixels"] == {"pooled": [1024], "tokens": [64, 16]}
+    assert set(report["results"]) == {"target encoder", "raw pixels", "random-init encoder"}
+    grid_sizes = {"linear": 4, "knn": 2, "attentive": 2}
+    for by_probe in report["results"].values():
+        assert set(by_probe) == {"linear", "knn", "attentive"}
+        for probe, r in by_probe.items():
+            for key in ("test_accuracy", "val_accuracy", "train_accuracy"):
+                assert 0.0 <= r[key] <= 1.0
+            assert len(r["grid"]) == grid_sizes[probe]
+            assert r["val_accuracy"] == max(g["val_accuracy"] for g in r["grid"])
+            assert any(r["hparams"].items() <= g.items() for g in r["grid"])
+            assert f"{100 * r['test_accuracy']:.1f}%" in printed
+    # Separable digits are far from chance for at least the pixel k-NN (56% on all of them).
+    assert report["results"]["raw pixels"]["knn"]["test_accuracy"] > 0.2
+    assert "target encoder" in printed and "held-out" in printed
+
+
+def test_context_and_target_encoders_differ_after_training(image_run, tmp_path):
+    run = load_run(image_run)
+    args = ProbeArgs(ckpt=str(image_run), max_train=32)
+    dataset = probe_splits(run.cfg, args)["train"]
+    feats = {}
+    for choice in ("target", "context"):
+        encoder = select_encoder(run.method, choice)
+        options = dict(pooling="mean", batch_size=32, device=torch.device("cpu"), desc="")
+        cached = extract(encoder, dataset, pooled=True, tokens=False, progress=False, **options)
+        feats[choice] = cached.pooled
+    assert (feats["target"] - feats["context"]).abs().max() > 1e-3
+    assert select_encoder(run.method, "target") is run.method.target_encoder.module
+
+    out = tmp_path / "context.json"
+    fast = [*FAST_PROBES, "probes=[knn]", "baselines=false"]
+    assert eval_probe(f"ckpt={image_run}", "encoder=context", f"out={out}", *fast) == 0
+    report = json.loads(out.read_text())
+    assert report["encoder"] == "context" and list(report["results"]) == ["context encoder"]
+
+
+def test_cli_probes_a_video_run(tmp_path):
+    run_dir = train_tiny_run(TINY_VIDEO_OVERRIDES, tmp_path / "run", "vjepa_moving_digits", 2)
+    fast = [*FAST_PROBES, "max_train=64", "max_test=32", "baselines=false"]
+    assert eval_probe(f"ckpt={run_dir}", "probes=[linear,attentive]", *fast) == 0
+    report = json.loads((run_dir / "eval" / "probe.json").read_text())  # the default out
+    assert report["method"] == "vjepa" and report["run"] == str(run_dir)
+    assert report["feature_shapes"]["target encoder"] == {"pooled": [32], "tokens": [32, 32]}
+    assert report["data"]["num_classes"] == 3  # speed bins
+    assert set(report["results"]["target encoder"]) == {"linear", "attentive"}
+
+
+@pytest.mark.parametrize(
+    ("arg", "named"),
+    [
+        ("linear.lrr=[0.1]", "lrr"),
+        ("encoder=online", "encoder"),
+        ("probes=[linear,svm]", "svm"),
+        ("max_train=many", "max_train"),
+    ],
+)
+def test_bad_arguments_exit_2_naming_the_key(arg, named, image_run, capsys):
+    assert eval_probe(f"ckpt={image_run}", arg) == 2
+    assert named in capsys.readouterr().err
+
+
+def test_missing_checkpoint_and_help(tmp_path, capsys):
+    missing = tmp_path / "no_such_run"
+    assert eval_probe(f"ckpt={missing}") == 2
+    err = capsys.readouterr().err
+    assert "checkpoint not found" in err and str(missing) in err
+    assert eval_probe() == 2 and "ckpt" in capsys.readouterr().err  # required
+    assert eval_probe("--help") == 0
+    usage = capsys.readouterr().out
+    for key in (
+        "ckpt=???",
+        "encoder=target",
+        "pooling=mean",
+        "linear.lr=",
+        "knn.k=",
+        "attentive.depth=",
+    ):
+        assert key in usage
+
+
+def test_a_checkpoint_with_foreign_weights_is_a_usage_error(image_run, tmp_path, capsys):
+    """An older checkpoint whose keys this version does not build: exit 2 naming the keys."""
+    state = load_latest(image_run / "checkpoints")
+    state["model"]["predictor.mask_token"] = state["model"].pop("predictor.mask_tokens")
+    torch.save(state, tmp_path / "step_00000003.pt")
+    assert eval_probe(f"ckpt={tmp_path / 'step_00000003.pt'}") == 2
+    err = capsys.readouterr().err
+    assert "do not match" in err and "predictor.mask_tokens" in err
