@@ -216,3 +216,15 @@ def test_stochastic_depth_drops_whole_sequences():
     for seq in torch.split(out, layout.lengths.tolist()):
         assert (seq == seq[0, 0]).all()  # kept (x2) or dropped (0) as a whole
     assert set(out.unique().tolist()) <= {0.0, 2.0}
+
+
+def test_predictor_loads_checkpoints_with_the_old_single_mask_token(small_predictor):
+    state = small_predictor.state_dict()
+    old = {k: v for k, v in state.items() if k != "mask_tokens"}
+    old["mask_token"] = torch.randn(1, 1, small_predictor.embed_dim)
+    fresh = create_predictor(
+        "masked_vit_predictor", grid_size=(4, 4), encoder_dim=24, embed_dim=16, depth=2,
+        num_heads=2,
+    )
+    fresh.load_state_dict(old)  # strict: the old key is renamed, nothing is left over
+    torch.testing.assert_close(fresh.mask_tokens, old["mask_token"].reshape(1, -1))

@@ -92,6 +92,14 @@ class MaskedPredictor(nn.Module):
         init_transformer_weights(self, self.predictor_blocks, init_std)
         nn.init.trunc_normal_(self.mask_tokens, std=init_std)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints from before V-JEPA's per-configuration mask tokens: one `mask_token`
+        # of shape (1, 1, D) is `mask_tokens` (1, D)
+        old = state_dict.pop(prefix + "mask_token", None)
+        if old is not None and prefix + "mask_tokens" not in state_dict:
+            state_dict[prefix + "mask_tokens"] = old.reshape(1, -1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(
         self,
         context_features: Tensor,
