@@ -105,6 +105,18 @@ class MethodConfig:
     loss: str = "smooth_l1"  # smooth_l1 (I-JEPA) | l1 (V-JEPA) | mse
     loss_exp: float = 1.0  # exponent p of the l1 loss |d|^p / p (V-JEPA loss_exp)
     ema: list[float] = field(default_factory=lambda: [0.996, 1.0])  # I-JEPA momentum schedule
+    # anti-collapse (jepalab.methods.regularizers; docs/regularizers.md):
+    target: str = "ema"  # ema (I-JEPA/V-JEPA) | online: the context encoder, no gradient
+    regularizer: str = "none"  # none | sigreg (LeJEPA) | vicreg (variance + covariance terms)
+    # λ in (1 - λ) * prediction + λ * regulariser; None: sigreg 0.05 (LeJEPA), vicreg 0.5
+    regularizer_weight: float | None = None
+    regularize_on: str = "tokens"  # tokens (all context tokens) | pooled (mean per context)
+    sigreg_slices: int = 256  # random 1-D projections per step (LeJEPA: 256)
+    sigreg_knots: int = 17  # trapezoid knots of the Epps-Pulley integral (LeJEPA: 17)
+    sigreg_t_max: float = 3.0  # integration range [0, t_max] (LeJEPA: 3)
+    vicreg_std_target: float = 1.0  # gamma of the variance hinge (VICReg: 1)
+    vicreg_variance_weight: float = 1.0  # (VICReg mu / lambda = 25 / 25)
+    vicreg_covariance_weight: float = 0.04  # (VICReg nu / lambda = 1 / 25)
     # action-conditioned (V-JEPA 2-AC) only:
     encoder_checkpoint: str | None = None  # an I-JEPA/V-JEPA run dir or checkpoint file
     auto_steps: int = 2  # rollout-loss steps (V-JEPA 2-AC: 2)

@@ -38,6 +38,7 @@ from jepalab.masks import (
     MultiBlockMaskGenerator,
 )
 from jepalab.methods import IJEPA, VJEPA, ActionConditioned, Method
+from jepalab.methods.regularizers import build_regularizer, regularizer_weight
 from jepalab.models import create_encoder, create_predictor
 from jepalab.train import Trainer
 from jepalab.train.checkpoint import load_checkpoint, resolve_checkpoint
@@ -197,6 +198,28 @@ class Experiment:
     collate_fn: Callable
 
 
+def regularization(cfg: Config) -> dict[str, Any]:
+    """The method's anti-collapse regulariser arguments from ``cfg.method`` (``regularizer``,
+    ``regularizer_weight``, ``regularize_on``; see :mod:`jepalab.methods.regularizers`)."""
+    m = cfg.method
+    knobs = {
+        key: getattr(m, key)
+        for key in (
+            "sigreg_slices",
+            "sigreg_knots",
+            "sigreg_t_max",
+            "vicreg_std_target",
+            "vicreg_variance_weight",
+            "vicreg_covariance_weight",
+        )
+    }
+    return dict(
+        regularizer=build_regularizer(m.regularizer, seed=cfg.trainer.seed, **knobs),
+        regularizer_weight=regularizer_weight(m.regularizer, m.regularizer_weight),
+        regularize_on=m.regularize_on,
+    )
+
+
 def _masked_jepa_builder(method_cls: type[IJEPA]) -> Callable[[Config], Experiment]:
     """I-JEPA and V-JEPA build the same way: encoder, masks, predictor, EMA method."""
 
@@ -212,6 +235,8 @@ def _masked_jepa_builder(method_cls: type[IJEPA]) -> Callable[[Config], Experime
             ema=tuple(cfg.method.ema),
             loss=cfg.method.loss,
             loss_exp=cfg.method.loss_exp,
+            target=cfg.method.target,
+            **regularization(cfg),
         )
         collate = MaskCollator(masks, cfg.trainer.seed)
         return Experiment(method, build_dataset(cfg.data), collate)
@@ -240,6 +265,8 @@ def load_pretrained_encoder(
         enc_cfg.num_frames = enc_cfg.tubelet_size
     encoder = build_encoder(enc_cfg)
     prefix = "target_encoder.module."
+    if stored.get("method", {}).get("target") == "online":
+        prefix = "context_encoder."  # no EMA copy: the context encoder is the target
     weights = {k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)}
     if not weights:
         raise ValueError(f"{file} has no target-encoder weights ({prefix}*)")
@@ -325,6 +352,8 @@ def load_run(path: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
         ema=tuple(cfg.method.ema),
         loss=cfg.method.loss,
         loss_exp=cfg.method.loss_exp,
+        target=cfg.method.target,
+        **regularization(cfg),
     )
     method.load_state_dict(state["model"])
     method.to(device).eval()
@@ -375,6 +404,7 @@ def build_action_model(
         loss_exp=m.loss_exp,
         trainable_encoder_blocks=m.trainable_encoder_blocks,
         use_states=m.use_states,
+        **regularization(cfg),
     )
 
 

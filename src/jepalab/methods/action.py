@@ -15,7 +15,9 @@ sees the frame repeated into one tubelet, as in the release); the features are l
 is frozen by default (the paper); ``trainable_encoder_blocks`` unfreezes the last ``k`` blocks
 (and the final norm), or all with ``-1`` — targets are then computed without gradient, so
 nothing but the predictor pulls the features together (no EMA guards against collapse; watch
-the logged ``target_std``).
+the logged ``target_std``, or add a regulariser of the features: ``method.regularizer=sigreg``
+makes the loss ``(1 - λ) * (teacher_forcing + rollout) + λ * SIGReg``, see
+:mod:`jepalab.methods.regularizers`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from jepalab.methods.base import Method, MethodOutput, MonitorInputs
+from jepalab.methods.regularizers import REGULARIZE_ON
 
 
 def encode_frames(encoder: nn.Module, frames: Tensor) -> Tensor:
@@ -85,6 +88,12 @@ class ActionConditioned(Method):
         trainable_encoder_blocks: ``0`` frozen (default), ``k`` last blocks, ``-1`` all.
         use_states: feed the batch's proprioceptive states (the predictor needs
             ``state_dim > 0``).
+        regularizer: ``regularizer(z, step) -> (value, metrics)`` on the encoder's
+            layer-normed frame features (:mod:`jepalab.methods.regularizers`), or ``None``;
+            needs a trainable encoder.
+        regularizer_weight: ``λ`` in ``(1 - λ) * prediction + λ * regularizer``.
+        regularize_on: ``"tokens"`` (every patch token of every frame) or ``"pooled"`` (one
+            mean per frame).
     """
 
     def __init__(
@@ -95,6 +104,9 @@ class ActionConditioned(Method):
         loss_exp: float = 1.0,
         trainable_encoder_blocks: int = 0,
         use_states: bool = False,
+        regularizer: nn.Module | None = None,
+        regularizer_weight: float = 0.0,
+        regularize_on: str = "tokens",
     ) -> None:
         super().__init__()
         if auto_steps < 1:
@@ -111,6 +123,18 @@ class ActionConditioned(Method):
         self.auto_steps, self.loss_exp = int(auto_steps), float(loss_exp)
         self.use_states = use_states
         set_trainable_blocks(encoder, trainable_encoder_blocks)
+        if regularizer is not None and self.encoder_frozen:
+            raise ValueError(
+                "method.regularizer regularises the encoder's features, but the encoder is "
+                "frozen (method.trainable_encoder_blocks=0): set trainable_encoder_blocks to "
+                "k > 0 or -1, or method.regularizer=none"
+            )
+        if regularize_on not in REGULARIZE_ON:
+            raise ValueError(
+                f"method.regularize_on={regularize_on!r} is not one of {REGULARIZE_ON}"
+            )
+        self.regularizer = regularizer
+        self.regularizer_weight, self.regularize_on = float(regularizer_weight), regularize_on
 
     @property
     def encoder_frozen(self) -> bool:
@@ -186,4 +210,11 @@ class ActionConditioned(Method):
             groups=groups,
             group_names=("teacher_forcing", "rollout"),
         )
-        return MethodOutput(loss_tf + loss_rollout, metrics, num_samples, monitor=monitor)
+        loss = loss_tf + loss_rollout
+        if self.regularizer is not None:
+            z = features.mean(dim=2) if self.regularize_on == "pooled" else features
+            value, terms = self.regularizer(z.reshape(-1, d), int(batch.step or 0))
+            metrics.update(terms, prediction_loss=loss.detach())
+            lam = self.regularizer_weight
+            loss = (1.0 - lam) * loss + lam * value.to(loss.dtype)
+        return MethodOutput(loss, metrics, num_samples, monitor=monitor)

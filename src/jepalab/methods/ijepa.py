@@ -10,6 +10,11 @@ tokens of all blocks.
 
 The same objective, with 3-D masks and an L1 loss, is V-JEPA (:mod:`jepalab.methods.vjepa`):
 :class:`IJEPA` is written for any number of contexts and mask configurations per sample.
+
+Alternative anti-collapse mechanism (LeJEPA, Balestriero & LeCun 2025): ``target="online"``
+takes the targets from the context encoder itself (no EMA), and a regulariser
+(:mod:`jepalab.methods.regularizers`: SIGReg or VICReg's variance/covariance terms) of the
+context encoder's output makes the loss ``(1 - λ) * prediction + λ * regulariser``.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from torch import Tensor, nn
 
 from jepalab.masks.collator import MaskedBatch
 from jepalab.methods.base import Method, MethodOutput, MonitorInputs
-from jepalab.models.ema import EMATarget, ema_momentum
+from jepalab.methods.regularizers import REGULARIZE_ON, pooled
+from jepalab.models.ema import EMATarget, OnlineTarget, ema_momentum
 
 LOSSES = ("smooth_l1", "l1", "mse")
+TARGETS = ("ema", "online")
 
 
 def token_loss(prediction: Tensor, target: Tensor, loss: str, loss_exp: float = 1.0) -> Tensor:
@@ -51,6 +58,16 @@ class IJEPA(Method):
         ema: momentum at the start and at the end of training (I-JEPA: 0.996 -> 1.0).
         loss: one of :data:`LOSSES` (I-JEPA release: ``"smooth_l1"``).
         loss_exp: exponent of the ``"l1"`` loss.
+        target: ``"ema"`` (the paper) or ``"online"``: the context encoder itself, without
+            gradient (:class:`~jepalab.models.ema.OnlineTarget`; ``ema`` is then unused).
+        regularizer: ``regularizer(z, step) -> (value, metrics)`` on embeddings ``z (N, D)``
+            (:func:`~jepalab.methods.regularizers.build_regularizer`), or ``None``.
+        regularizer_weight: ``λ`` in ``(1 - λ) * prediction + λ * regularizer``.
+        regularize_on: which embeddings of the context encoder are regularised: ``"tokens"``
+            (every context token of the batch, ``(Tc, D)``: the representation the
+            predictor reads and the targets are made of, so a collapse of the tokens *within*
+            an image is ruled out too) or ``"pooled"`` (one mean per context, LeJEPA's
+            per-view embedding; cheaper, but blind to tokens collapsing within an image).
     """
 
     def __init__(
@@ -60,17 +77,31 @@ class IJEPA(Method):
         ema: tuple[float, float] = (0.996, 1.0),
         loss: str = "smooth_l1",
         loss_exp: float = 1.0,
+        target: str = "ema",
+        regularizer: nn.Module | None = None,
+        regularizer_weight: float = 0.0,
+        regularize_on: str = "tokens",
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"method.loss={loss!r} is not one of {LOSSES}")
         if loss_exp <= 0:
             raise ValueError(f"method.loss_exp must be positive, got {loss_exp}")
+        if target not in TARGETS:
+            raise ValueError(f"method.target={target!r} is not one of {TARGETS}")
+        if regularize_on not in REGULARIZE_ON:
+            raise ValueError(
+                f"method.regularize_on={regularize_on!r} is not one of {REGULARIZE_ON}"
+            )
         self.context_encoder = encoder
-        self.target_encoder = EMATarget(encoder)
+        self.target_encoder = EMATarget(encoder) if target == "ema" else OnlineTarget(encoder)
         self.predictor = predictor
         self.ema = (float(ema[0]), float(ema[1]))
         self.loss_name, self.loss_exp = loss, float(loss_exp)
+        self.target_kind = target
+        self.regularizer = regularizer
+        self.regularizer_weight = float(regularizer_weight)
+        self.regularize_on = regularize_on
 
     @property
     def eval_encoder(self) -> nn.Module:
@@ -131,6 +162,8 @@ class IJEPA(Method):
             "pred_std": prediction.detach().float().std(0).mean(),
             "target_std": target.float().std(0).mean(),
         }
+        if self.regularizer is not None:
+            loss = self.regularize(loss, context, batch, metrics)
         return MethodOutput(
             loss,
             metrics,
@@ -138,6 +171,21 @@ class IJEPA(Method):
             {"context": masks.context.total, "target": masks.targets.total},
             self._monitor_inputs(features, prediction, target, batch),
         )
+
+    def regularize(
+        self, prediction_loss: Tensor, context: Tensor, batch: MaskedBatch, metrics: dict
+    ) -> Tensor:
+        """``(1 - λ) * prediction_loss + λ * regularizer(z)`` with ``z`` the context tokens
+        ``(Tc, D)`` or their mean per context (:attr:`regularize_on`); logs both terms."""
+        z = context
+        if self.regularize_on == "pooled":
+            ctx = batch.masks.context
+            z = pooled(context, ctx.seq_ids().to(context.device), ctx.num_seqs)
+        value, terms = self.regularizer(z, int(batch.step or 0))
+        metrics["prediction_loss"] = prediction_loss.detach()
+        metrics.update(terms)
+        lam = self.regularizer_weight
+        return (1.0 - lam) * prediction_loss + lam * value.to(prediction_loss.dtype)
 
     def _monitor_inputs(
         self, features: Tensor, prediction: Tensor, target: Tensor, batch: MaskedBatch
@@ -161,6 +209,8 @@ class IJEPA(Method):
         )
 
     def after_optimizer_step(self, step: int, total_steps: int) -> dict[str, float]:
+        if self.target_kind == "online":
+            return {}
         momentum = ema_momentum(step, total_steps, *self.ema)
         self.target_encoder.update(self.context_encoder, momentum)
         return {"momentum": momentum}

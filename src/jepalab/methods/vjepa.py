@@ -28,6 +28,8 @@ class VJEPA(IJEPA):
         ema: momentum schedule endpoints (V-JEPA: 0.998 -> 1.0; V-JEPA 2: constant).
         loss: ``"l1"`` (V-JEPA), or any of :data:`~jepalab.methods.ijepa.LOSSES`.
         loss_exp: exponent ``p`` of the L1 loss (V-JEPA ``loss_exp``: 1).
+        target, regularizer, regularizer_weight, regularize_on: the alternative
+            anti-collapse mechanism, as in :class:`~jepalab.methods.ijepa.IJEPA`.
     """
 
     def __init__(
@@ -37,5 +39,19 @@ class VJEPA(IJEPA):
         ema: tuple[float, float] = (0.998, 1.0),
         loss: str = "l1",
         loss_exp: float = 1.0,
+        target: str = "ema",
+        regularizer: nn.Module | None = None,
+        regularizer_weight: float = 0.0,
+        regularize_on: str = "tokens",
     ) -> None:
-        super().__init__(encoder, predictor, ema=ema, loss=loss, loss_exp=loss_exp)
+        super().__init__(
+            encoder,
+            predictor,
+            ema=ema,
+            loss=loss,
+            loss_exp=loss_exp,
+            target=target,
+            regularizer=regularizer,
+            regularizer_weight=regularizer_weight,
+            regularize_on=regularize_on,
+        )

@@ -6,7 +6,7 @@ from jepalab.models import predictor as _predictor  # noqa: F401  (registers pre
 from jepalab.models import vit as _vit  # noqa: F401  (registers encoders)
 from jepalab.models.action_predictor import ActionConditionedPredictor
 from jepalab.models.convnext import ConvNeXt
-from jepalab.models.ema import EMATarget, ema_momentum
+from jepalab.models.ema import EMATarget, OnlineTarget, ema_momentum
 from jepalab.models.predictor import MaskedPredictor
 from jepalab.models.registry import (
     create_encoder,
@@ -23,6 +23,7 @@ __all__ = [
     "ConvNeXt",
     "EMATarget",
     "MaskedPredictor",
+    "OnlineTarget",
     "VisionTransformer",
     "create_encoder",
     "create_predictor",

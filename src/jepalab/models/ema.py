@@ -2,6 +2,11 @@
 
 ``target <- m * target + (1 - m) * online`` after every optimiser step, with the momentum
 ``m`` rising linearly from 0.996 to 1.0 over the run (I-JEPA ``ema: [0.996, 1.0]``).
+
+:class:`OnlineTarget` is the alternative without EMA (``method.target=online``): the targets
+come from the context encoder itself, without gradient (SimSiam's stop-gradient; LeJEPA's
+setting). Alone it lets a JEPA collapse; it is meant to be paired with a regulariser
+(:mod:`jepalab.methods.regularizers`).
 """
 
 from __future__ import annotations
@@ -48,3 +53,26 @@ class EMATarget(nn.Module):
             torch._foreach_lerp_(target_params, online_params, 1.0 - momentum)
         for tb, ob in zip(self.module.buffers(), online.buffers(), strict=True):
             tb.copy_(ob)
+
+
+class OnlineTarget(nn.Module):
+    """The online encoder used as its own target (no EMA): ``target(x) == online(x)``.
+
+    Holds a *reference* to the online encoder, not a copy and not a submodule, so it adds no
+    parameters or checkpoint keys; :attr:`module` is the online encoder (what evaluations of
+    "the target encoder" then read). Callers compute targets under ``torch.no_grad()``.
+    """
+
+    def __init__(self, online: nn.Module) -> None:
+        super().__init__()
+        self._online = (online,)  # a tuple hides it from nn.Module's registration
+
+    @property
+    def module(self) -> nn.Module:
+        return self._online[0]
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+    def update(self, online: nn.Module, momentum: float) -> None:
+        """Nothing to do: the target is the online encoder."""
