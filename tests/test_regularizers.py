@@ -162,7 +162,7 @@ def test_default_method_is_unchanged_and_online_target_adds_no_weights(tiny_cfg)
 def test_regularized_runs_log_their_terms_and_resume_exactly(tiny_cfg, tmp_path, regularizer):
     tiny_cfg.method.target = "online"
     tiny_cfg.method.regularizer = regularizer
-    tiny_cfg.method.regularize_on = "pooled" if regularizer == "vicreg" else "tokens"
+    tiny_cfg.method.regularize_on = "tokens" if regularizer == "sigreg" else "pooled"
     tiny_cfg.trainer.ckpt_every = 2
     tiny_cfg.trainer.max_steps = 4
     straight = build_trainer(tiny_cfg, build_experiment(tiny_cfg))
@@ -219,13 +219,14 @@ def _pooled_spread(cfg, steps: int) -> tuple[float, float, list[float]]:
 
 def test_sigreg_prevents_the_collapse_of_a_jepa_without_ema(tiny_cfg, tmp_path):
     tiny_cfg.optim.lr = tiny_cfg.optim.start_lr = 2e-3
-    tiny_cfg.trainer.epochs = 100  # a flat lr over the 40 steps
+    tiny_cfg.trainer.epochs = 100  # a flat lr over the 60 steps
     tiny_cfg.method.target = "online"
-    plain_std, plain_cos, plain_losses = _pooled_spread(tiny_cfg, 40)
+    plain_std, plain_cos, plain_losses = _pooled_spread(tiny_cfg, 60)
     tiny_cfg.run_dir = str(tmp_path / "sigreg")
     tiny_cfg.method.regularizer = "sigreg"
-    sigreg_std, sigreg_cos, _ = _pooled_spread(tiny_cfg, 40)
-    # measured: plain 0.030 (cosine 0.99), loss 0.46 -> 0.05; SIGReg 0.49 (cosine 0.76)
+    sigreg_std, sigreg_cos, _ = _pooled_spread(tiny_cfg, 60)
+    # measured (seed 0): plain std 0.026, cosine 0.999, loss 0.458 -> 0.055;
+    # SIGReg std 0.651, cosine 0.468 (seeds 1, 2 at 40 steps: 0.03 vs 0.75)
     assert plain_std < 0.1 and plain_cos > 0.95
     assert plain_losses[-1] < 0.25 * plain_losses[0]  # the trivial solution is reached
-    assert sigreg_std > 0.3 and sigreg_std > 5 * plain_std and sigreg_cos < 0.9
+    assert sigreg_std > 0.3 and sigreg_std > 5 * plain_std and sigreg_cos < 0.8

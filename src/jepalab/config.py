@@ -110,7 +110,7 @@ class MethodConfig:
     regularizer: str = "none"  # none | sigreg (LeJEPA) | vicreg (variance + covariance terms)
     # λ in (1 - λ) * prediction + λ * regulariser; None: sigreg 0.05 (LeJEPA), vicreg 0.5
     regularizer_weight: float | None = None
-    regularize_on: str = "tokens"  # tokens (all context tokens) | pooled (mean per context)
+    regularize_on: str = "pooled"  # pooled (mean per context: LeJEPA) | tokens (every token)
     sigreg_slices: int = 256  # random 1-D projections per step (LeJEPA: 256)
     sigreg_knots: int = 17  # trapezoid knots of the Epps-Pulley integral (LeJEPA: 17)
     sigreg_t_max: float = 3.0  # integration range [0, t_max] (LeJEPA: 3)

@@ -92,8 +92,8 @@ class ActionConditioned(Method):
             layer-normed frame features (:mod:`jepalab.methods.regularizers`), or ``None``;
             needs a trainable encoder.
         regularizer_weight: ``λ`` in ``(1 - λ) * prediction + λ * regularizer``.
-        regularize_on: ``"tokens"`` (every patch token of every frame) or ``"pooled"`` (one
-            mean per frame).
+        regularize_on: ``"pooled"`` (one mean per frame, default) or ``"tokens"`` (every
+            patch token of every frame).
     """
 
     def __init__(
@@ -106,7 +106,7 @@ class ActionConditioned(Method):
         use_states: bool = False,
         regularizer: nn.Module | None = None,
         regularizer_weight: float = 0.0,
-        regularize_on: str = "tokens",
+        regularize_on: str = "pooled",
     ) -> None:
         super().__init__()
         if auto_steps < 1:

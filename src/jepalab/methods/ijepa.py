@@ -63,11 +63,13 @@ class IJEPA(Method):
         regularizer: ``regularizer(z, step) -> (value, metrics)`` on embeddings ``z (N, D)``
             (:func:`~jepalab.methods.regularizers.build_regularizer`), or ``None``.
         regularizer_weight: ``λ`` in ``(1 - λ) * prediction + λ * regularizer``.
-        regularize_on: which embeddings of the context encoder are regularised: ``"tokens"``
-            (every context token of the batch, ``(Tc, D)``: the representation the
-            predictor reads and the targets are made of, so a collapse of the tokens *within*
-            an image is ruled out too) or ``"pooled"`` (one mean per context, LeJEPA's
-            per-view embedding; cheaper, but blind to tokens collapsing within an image).
+        regularize_on: which embeddings of the context encoder are regularised:
+            ``"pooled"`` (default; the mean of each context's tokens, ``(B, D)`` for I-JEPA:
+            LeJEPA's one embedding per view, so ``N`` is the batch size as in the paper and
+            its ``λ`` keeps its meaning) or ``"tokens"`` (every context token, ``(Tc, D)``:
+            also rules out tokens collapsing *within* an image, but the Epps--Pulley
+            statistic grows with ``N``, here ~100x larger, so lower ``λ``; and it costs
+            ``Tc * slices * knots`` cosines and sines).
     """
 
     def __init__(
@@ -80,7 +82,7 @@ class IJEPA(Method):
         target: str = "ema",
         regularizer: nn.Module | None = None,
         regularizer_weight: float = 0.0,
-        regularize_on: str = "tokens",
+        regularize_on: str = "pooled",
     ) -> None:
         super().__init__()
         if loss not in LOSSES:

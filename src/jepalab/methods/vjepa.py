@@ -42,7 +42,7 @@ class VJEPA(IJEPA):
         target: str = "ema",
         regularizer: nn.Module | None = None,
         regularizer_weight: float = 0.0,
-        regularize_on: str = "tokens",
+        regularize_on: str = "pooled",
     ) -> None:
         super().__init__(
             encoder,
