@@ -27,6 +27,7 @@ from jepalab.data.moving_digits import (
     MovingDigits,
     export_mp4,
 )
+from jepalab.data.physics import PhysicsBenchmark, make_physics_benchmark
 from jepalab.data.trajectories import (
     TRAJECTORY_FORMAT,
     Episode,
@@ -56,6 +57,7 @@ __all__ = [
     "EpisodeFileError",
     "ImageFolderDataset",
     "MovingDigits",
+    "PhysicsBenchmark",
     "TrajectoryBatch",
     "TrajectoryDataset",
     "TrajectoryFrames",
@@ -65,6 +67,7 @@ __all__ = [
     "export_mp4",
     "from_arrays",
     "list_datasets",
+    "make_physics_benchmark",
     "read_episode",
     "read_meta",
     "register_dataset",

@@ -27,6 +27,14 @@ from jepalab.eval.linear_sweep import (
     train_linear_heads,
     validation_split,
 )
+from jepalab.eval.surprise import (
+    Windows,
+    auroc,
+    pairwise_accuracy,
+    sliding_windows,
+    surprise_curves,
+    surprise_metrics,
+)
 
 __all__ = [
     "AttentiveClassifier",
@@ -35,6 +43,8 @@ __all__ = [
     "CrossAttentionBlock",
     "ProbeResult",
     "SweepResult",
+    "Windows",
+    "auroc",
     "encoder_featurizer",
     "extract_features",
     "extract_token_features",
@@ -47,7 +57,11 @@ __all__ = [
     "format_table",
     "head_accuracies",
     "knn_predict",
+    "pairwise_accuracy",
     "pixel_featurizer",
+    "sliding_windows",
+    "surprise_curves",
+    "surprise_metrics",
     "train_attentive_classifiers",
     "train_linear_heads",
     "validation_split",
