@@ -297,7 +297,7 @@ def test_missing_checkpoint_and_help(tmp_path, capsys):
 def test_a_checkpoint_with_foreign_weights_is_a_usage_error(image_run, tmp_path, capsys):
     """An older checkpoint whose keys this version does not build: exit 2 naming the keys."""
     state = load_latest(image_run / "checkpoints")
-    state["model"]["predictor.mask_token"] = state["model"].pop("predictor.mask_tokens")
+    state["model"]["predictor.query_tokens"] = state["model"].pop("predictor.mask_tokens")
     torch.save(state, tmp_path / "step_00000003.pt")
     assert eval_probe(f"ckpt={tmp_path / 'step_00000003.pt'}") == 2
     err = capsys.readouterr().err

@@ -220,28 +220,45 @@ def regularization(cfg: Config) -> dict[str, Any]:
     )
 
 
-def _masked_jepa_builder(method_cls: type[IJEPA]) -> Callable[[Config], Experiment]:
-    """I-JEPA and V-JEPA build the same way: encoder, masks, predictor, EMA method."""
+MASKED_METHODS: dict[str, type[IJEPA]] = {"ijepa": IJEPA, "vjepa": VJEPA}
 
-    def build(cfg: Config) -> Experiment:
-        encoder = build_encoder(cfg.encoder)
-        masks = build_mask_generator(cfg.mask, encoder.grid_size)
-        predictor = build_predictor(
-            cfg.predictor, encoder, cfg.encoder.attn_backend, masks.num_mask_tokens
-        )
-        method = method_cls(
-            encoder,
-            predictor,
-            ema=tuple(cfg.method.ema),
-            loss=cfg.method.loss,
-            loss_exp=cfg.method.loss_exp,
-            target=cfg.method.target,
-            **regularization(cfg),
-        )
-        collate = MaskCollator(masks, cfg.trainer.seed)
-        return Experiment(method, build_dataset(cfg.data), collate)
 
-    return build
+def build_masked_method(cfg: Config) -> tuple[IJEPA, MaskGenerator]:
+    """I-JEPA and V-JEPA build the same way: encoder, masks, predictor, EMA (or online)
+    target; returns the method and its mask generator. Does not seed (see
+    :func:`build_initial_method`)."""
+    if cfg.method.name not in MASKED_METHODS:
+        raise ValueError(
+            f"method.name={cfg.method.name!r} is not a masked JEPA ({list(MASKED_METHODS)})"
+        )
+    encoder = build_encoder(cfg.encoder)
+    masks = build_mask_generator(cfg.mask, encoder.grid_size)
+    predictor = build_predictor(
+        cfg.predictor, encoder, cfg.encoder.attn_backend, masks.num_mask_tokens
+    )
+    method = MASKED_METHODS[cfg.method.name](
+        encoder,
+        predictor,
+        ema=tuple(cfg.method.ema),
+        loss=cfg.method.loss,
+        loss_exp=cfg.method.loss_exp,
+        target=cfg.method.target,
+        **regularization(cfg),
+    )
+    return method, masks
+
+
+def build_initial_method(cfg: Config) -> IJEPA:
+    """The I-JEPA / V-JEPA method of ``cfg`` with the weights ``jepalab train`` starts from
+    (seeded by ``trainer.seed``, as :func:`build_experiment`), without building the data."""
+    torch.manual_seed(cfg.trainer.seed)
+    return build_masked_method(cfg)[0]
+
+
+def _build_masked(cfg: Config) -> Experiment:
+    method, masks = build_masked_method(cfg)
+    collate = MaskCollator(masks, cfg.trainer.seed)
+    return Experiment(method, build_dataset(cfg.data), collate)
 
 
 def load_pretrained_encoder(
@@ -339,22 +356,7 @@ def load_run(path: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
             f"{file} is a method.name={name!r} run; load_run rebuilds I-JEPA / V-JEPA runs "
             "(for an action-conditioned run, evaluate its method.encoder_checkpoint)"
         )
-    torch.manual_seed(cfg.trainer.seed)
-    encoder = build_encoder(cfg.encoder)
-    masks = build_mask_generator(cfg.mask, encoder.grid_size)
-    predictor = build_predictor(
-        cfg.predictor, encoder, cfg.encoder.attn_backend, masks.num_mask_tokens
-    )
-    method_cls = IJEPA if name == "ijepa" else VJEPA
-    method = method_cls(
-        encoder,
-        predictor,
-        ema=tuple(cfg.method.ema),
-        loss=cfg.method.loss,
-        loss_exp=cfg.method.loss_exp,
-        target=cfg.method.target,
-        **regularization(cfg),
-    )
+    method = build_initial_method(cfg)
     method.load_state_dict(state["model"])
     method.to(device).eval()
     log.info("loaded %s run %s (step %s)", name, file, state.get("step"))
@@ -422,8 +424,8 @@ def _build_action(cfg: Config) -> Experiment:
 
 
 METHODS: dict[str, Callable[[Config], Experiment]] = {
-    "ijepa": _masked_jepa_builder(IJEPA),
-    "vjepa": _masked_jepa_builder(VJEPA),
+    "ijepa": _build_masked,
+    "vjepa": _build_masked,
     "action": _build_action,
 }
 

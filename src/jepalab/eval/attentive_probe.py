@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from jepalab.eval.linear_probe import ProbeResult, extract_features, standardise
-from jepalab.eval.linear_sweep import SweepResult, validation_split
+from jepalab.eval.linear_sweep import SweepResult, checked_split, validation_split
 from jepalab.kernels.attention import attention
 from jepalab.models.layers import Block, init_transformer_weights
 from jepalab.train.optim import build_adamw
@@ -212,16 +212,6 @@ def extract_token_features(
     return torch.from_numpy(feats), torch.from_numpy(labels).long()
 
 
-def _as_tokens(split: Features, name: str) -> tuple[Tensor, Tensor]:
-    x, y = torch.as_tensor(split[0], dtype=torch.float32), torch.as_tensor(split[1]).long()
-    if x.ndim != 3 or y.shape != x.shape[:1]:
-        raise ValueError(
-            f"{name} split: expected features (n, N, D) and labels (n,), got "
-            f"{tuple(x.shape)} and {tuple(y.shape)}"
-        )
-    return x, y
-
-
 def train_attentive_classifiers(
     x: Tensor,
     y: Tensor,
@@ -298,36 +288,38 @@ def fit_attentive_probe(
     for the reported accuracy only. A one-pair grid needs no selection: it is trained once on
     the whole training split (``val_accuracy`` is then NaN). Deterministic given ``seed`` (fp32).
     """
-    x_train, y_train = (t.to(device) for t in _as_tokens(train, "train"))
-    x_test, y_test = (t.to(device) for t in _as_tokens(test, "test"))
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
-    options = dict(num_heads=num_heads, depth=depth, epochs=epochs, batch_size=batch_size)
     grid = [(lr, wd) for lr in lr_grid for wd in weight_decay_grid]
     if not grid:
         raise ValueError("fit_attentive_probe: lr_grid and weight_decay_grid must not be empty")
-
-    best, scores = 0, [float("nan")]
-    if len(grid) > 1:
-        order = torch.randperm(len(y_train), generator=torch.Generator().manual_seed(seed))
-        n_val = max(1, int(val_fraction * len(order)))
-        val, fit = order[:n_val].to(device), order[n_val:].to(device)
-        x_fit, x_val = standardise(x_train[fit], x_train[val])
-        probes = train_attentive_classifiers(
-            x_fit, y_train[fit], num_classes, grid, seed=seed, **options
+    options = dict(num_heads=num_heads, depth=depth, epochs=epochs, batch_size=batch_size)
+    best, val_accuracy = grid[0], float("nan")
+    if len(grid) > 1:  # pick on the validation part, exactly as the sweep does
+        sweep = fit_attentive_sweep(
+            train,
+            test,
+            lr_grid=lr_grid,
+            weight_decay_grid=weight_decay_grid,
+            val_fraction=val_fraction,
+            seed=seed,
+            device=device,
+            **options,
         )
-        scores = [_accuracy(p, x_val, y_train[val], batch_size) for p in probes]
-        del x_fit, x_val, probes
-        best = max(range(len(grid)), key=scores.__getitem__)
-
+        best, val_accuracy = (
+            (sweep.hparams["lr"], sweep.hparams["weight_decay"]),
+            sweep.val_accuracy,
+        )
+    x_train, y_train = (t.to(device) for t in checked_split(train, "train", tokens=True))
+    x_test, y_test = (t.to(device) for t in checked_split(test, "test", tokens=True))
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
     xs_train, xs_test = standardise(x_train, x_test)
     (model,) = train_attentive_classifiers(
-        xs_train, y_train, num_classes, [grid[best]], seed=seed, **options
+        xs_train, y_train, num_classes, [best], seed=seed, **options
     )
     return ProbeResult(
         train_accuracy=_accuracy(model, xs_train, y_train, batch_size),
         test_accuracy=_accuracy(model, xs_test, y_test, batch_size),
-        hparams={"lr": grid[best][0], "weight_decay": grid[best][1]},
-        val_accuracy=scores[best],
+        hparams={"lr": best[0], "weight_decay": best[1]},
+        val_accuracy=val_accuracy,
     )
 
 
@@ -353,8 +345,8 @@ def fit_attentive_sweep(
     validation accuracy is returned (``grid``). Tokens are standardised with statistics of the
     fitting part; ``train_accuracy`` is measured on that part.
     """
-    x_train, y_train = _as_tokens(train, "train")
-    x_test, y_test = (t.to(device) for t in _as_tokens(test, "test"))
+    x_train, y_train = checked_split(train, "train", tokens=True)
+    x_test, y_test = (t.to(device) for t in checked_split(test, "test", tokens=True))
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     grid = [(lr, wd) for lr in lr_grid for wd in weight_decay_grid]
     if not grid:

@@ -25,9 +25,6 @@ def describe_schema(schema: type, prefix: str = "") -> list[str]:
     """One ``key=default`` line per field of a (nested) dataclass schema."""
     lines = []
     for f in dataclasses.fields(schema):
-        if dataclasses.is_dataclass(f.type if isinstance(f.type, type) else None):
-            lines += describe_schema(f.type, f"{prefix}{f.name}.")
-            continue
         if f.default is not dataclasses.MISSING:
             default: Any = f.default
         elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from jepalab.eval.linear_sweep import Features, SweepResult, as_pooled, validation_split
+from jepalab.eval.linear_sweep import Features, SweepResult, checked_split, validation_split
 
 KNN_KS = (10, 20, 50)
 KNN_TEMPERATURE = 0.07  # DINO's
@@ -80,8 +80,8 @@ def fit_knn_probe(
     """
     if not ks:
         raise ValueError("fit_knn_probe: ks is empty")
-    x_train, y_train = (t.to(device) for t in as_pooled(train, "train"))
-    x_test, y_test = (t.to(device) for t in as_pooled(test, "test"))
+    x_train, y_train = (t.to(device) for t in checked_split(train, "train"))
+    x_test, y_test = (t.to(device) for t in checked_split(test, "test"))
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     fit, val = (i.to(device) for i in validation_split(len(y_train), val_fraction, seed))
     options = dict(num_classes=num_classes, temperature=temperature)

@@ -57,13 +57,16 @@ def validation_split(n: int, val_fraction: float, seed: int) -> tuple[Tensor, Te
     return order[n_val:], order[:n_val]
 
 
-def as_pooled(split: Features, name: str) -> tuple[Tensor, Tensor]:
-    """Check and convert one split: ``(features (n, D) float32, labels (n,) int64)``."""
+def checked_split(split: Features, name: str, tokens: bool = False) -> tuple[Tensor, Tensor]:
+    """Check and convert one split: ``(features float32, labels (n,) int64)``, the features
+    pooled ``(n, D)`` or, with ``tokens``, ``(n, N, D)``."""
     x, y = torch.as_tensor(split[0], dtype=torch.float32), torch.as_tensor(split[1]).long()
-    if x.ndim != 2 or y.shape != x.shape[:1]:
+    if x.ndim != (3 if tokens else 2) or y.shape != x.shape[:1]:
+        expected = "features (n, N, D)" if tokens else "pooled features (n, D)"
+        hint = "" if tokens else " (pool token features first)"
         raise ValueError(
-            f"{name} split: expected pooled features (n, D) and labels (n,), got "
-            f"{tuple(x.shape)} and {tuple(y.shape)} (pool token features first)"
+            f"{name} split: expected {expected} and labels (n,), got "
+            f"{tuple(x.shape)} and {tuple(y.shape)}{hint}"
         )
     return x, y
 
@@ -162,8 +165,8 @@ def fit_linear_sweep(
     accuracy is that of the very head picked, and ``train_accuracy`` is measured on the
     part it was fitted on. Deterministic given ``seed`` (fp32).
     """
-    x_train, y_train = as_pooled(train, "train")
-    x_test, y_test = as_pooled(test, "test")
+    x_train, y_train = checked_split(train, "train")
+    x_test, y_test = checked_split(test, "test")
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     grid = [(lr, wd) for lr in lr_grid for wd in weight_decay_grid]
     fit, val = validation_split(len(y_train), val_fraction, seed)

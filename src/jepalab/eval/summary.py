@@ -106,7 +106,7 @@ def find_runs(root: Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"no such directory: {root}")
-    runs = {p.parent for p in root.rglob("config.json") if "eval" not in p.parent.parts[-1:]}
+    runs = {p.parent for p in root.rglob("config.json") if p.parent.name != "eval"}
 
     def natural(path: Path) -> list:
         return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]

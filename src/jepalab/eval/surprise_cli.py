@@ -34,7 +34,7 @@ from jepalab.eval.surprise import (
     surprise_curves,
     surprise_metrics,
 )
-from jepalab.experiment import build_experiment, load_run
+from jepalab.experiment import build_initial_method, load_run
 from jepalab.methods import IJEPA
 
 PROG = "jepalab eval surprise"
@@ -106,10 +106,10 @@ def main(args: list[str]) -> int:
 
 
 def build_untrained(cfg: DictConfig) -> IJEPA:
-    """The run's network at initialisation (Garrido et al.'s "untrained" baseline): built by
-    :func:`~jepalab.experiment.build_experiment` from the run's config and seed, exactly as
-    ``jepalab train`` builds it, so its weights are the trained run's initial weights."""
-    return build_experiment(cfg).method.eval()
+    """The run's network at initialisation (Garrido et al.'s "untrained" baseline): the
+    trained run's initial weights (:func:`~jepalab.experiment.build_initial_method`), built
+    without its data."""
+    return build_initial_method(cfg).eval()
 
 
 def format_surprise_table(
