@@ -140,8 +140,7 @@ def run(settings: PlanSettings) -> dict[str, Any]:
         method, params.get("mean", 0.0), params.get("std", 1.0), settings.energy, device
     )
     bound = env_cfg.max_speed * action_repeat
-    loop = dict(execute=settings.execute, action_repeat=action_repeat,
-                max_steps=settings.max_steps)
+    loop = dict(execute=settings.execute, action_repeat=action_repeat, max_steps=settings.max_steps)
     policies: dict[str, Any] = {
         f"{settings.planner.upper()} on the world model": build_planner(
             settings, world_model, bound
@@ -200,7 +199,8 @@ def format_results(rows: dict[str, dict], settings: PlanSettings) -> str:
 
 def parse_args(argv: Sequence[str]) -> PlanSettings:
     parser = argparse.ArgumentParser(
-        prog="jepalab plan", description=__doc__.split("\n\n")[0],
+        prog="jepalab plan",
+        description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("checkpoint", help="action-conditioned run directory or checkpoint file")
@@ -216,8 +216,9 @@ def parse_args(argv: Sequence[str]) -> PlanSettings:
             default=field.default,
             choices=choices.get(field.name),
         )
-    parser.add_argument("--baselines", action="store_true",
-                        help="also evaluate a random and a greedy policy")
+    parser.add_argument(
+        "--baselines", action="store_true", help="also evaluate a random and a greedy policy"
+    )
     return PlanSettings(**vars(parser.parse_args(list(argv))))
 
 

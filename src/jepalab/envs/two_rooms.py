@@ -235,7 +235,9 @@ class TwoRoomsEnv:
         self.steps = 0
 
     def reset(
-        self, seed: int | None = None, start: np.ndarray | None = None,
+        self,
+        seed: int | None = None,
+        start: np.ndarray | None = None,
         goal: np.ndarray | None = None,
     ) -> tuple[np.ndarray, dict]:
         rng = np.random.default_rng(seed)

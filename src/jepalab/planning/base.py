@@ -81,9 +81,7 @@ def action_box(
     return bounds[0], bounds[1]
 
 
-def initial_mean(
-    init_mean: Tensor | None, horizon: int, low: Tensor, high: Tensor
-) -> Tensor:
+def initial_mean(init_mean: Tensor | None, horizon: int, low: Tensor, high: Tensor) -> Tensor:
     """``(H, A)`` starting mean: the warm start clipped to the box, else the box centre."""
     action_dim = low.numel()
     if init_mean is None:

@@ -56,8 +56,12 @@ class CEMConfig:
 
     def __post_init__(self) -> None:
         validate_common(
-            self.samples, self.iterations, self.horizon, self.min_std,
-            self.action_low, self.action_high,
+            self.samples,
+            self.iterations,
+            self.horizon,
+            self.min_std,
+            self.action_low,
+            self.action_high,
         )
         if not 1 <= self.elites <= self.samples:
             raise ValueError(f"elites must be in [1, samples={self.samples}], got {self.elites}")

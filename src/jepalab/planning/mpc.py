@@ -82,8 +82,9 @@ def shift_warm_start(actions: Tensor, executed: int, fill: WarmStart = "last") -
     return torch.cat([tail, pad.expand(len(actions) - len(tail), -1)])
 
 
-def _call_planner(planner: Planner, obs: np.ndarray, goal_obs: np.ndarray,
-                  warm: Tensor | None, info: dict) -> tuple[PlanResult, np.ndarray, float]:
+def _call_planner(
+    planner: Planner, obs: np.ndarray, goal_obs: np.ndarray, warm: Tensor | None, info: dict
+) -> tuple[PlanResult, np.ndarray, float]:
     """Run and time one planning call; the ``.cpu()`` inside the timing waits for a GPU."""
     t0 = time.perf_counter()
     if getattr(planner, "privileged", False):

@@ -68,8 +68,12 @@ class MPPIConfig:
 
     def __post_init__(self) -> None:
         validate_common(
-            self.samples, self.iterations, self.horizon, self.min_std,
-            self.action_low, self.action_high,
+            self.samples,
+            self.iterations,
+            self.horizon,
+            self.min_std,
+            self.action_low,
+            self.action_high,
         )
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")

@@ -205,7 +205,11 @@ class OraclePlanner:
         info: dict,
     ) -> PlanResult:
         energy_fn = oracle_energy(
-            self.world, info["position"], info["goal"], self.action_repeat, self.energy,
+            self.world,
+            info["position"],
+            info["goal"],
+            self.action_repeat,
+            self.energy,
             self.norm,
         )
         return optimize(energy_fn, self.config, 2, warm_start, self.generator)

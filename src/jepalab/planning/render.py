@@ -35,14 +35,22 @@ def planned_path(
 
 def _background(world: TwoRooms, position: np.ndarray, scale: int) -> Image.Image:
     frame = world.render(position)
-    return Image.fromarray(frame).resize(
-        (frame.shape[1] * scale, frame.shape[0] * scale), Image.NEAREST
-    ).convert("RGBA")
+    return (
+        Image.fromarray(frame)
+        .resize((frame.shape[1] * scale, frame.shape[0] * scale), Image.NEAREST)
+        .convert("RGBA")
+    )
 
 
-def _draw_marker(draw: ImageDraw.ImageDraw, point: np.ndarray, radius: float, color,
-                 scale: int, fill: bool = True) -> None:
-    (cx, cy), = _to_canvas(point[None], scale)
+def _draw_marker(
+    draw: ImageDraw.ImageDraw,
+    point: np.ndarray,
+    radius: float,
+    color,
+    scale: int,
+    fill: bool = True,
+) -> None:
+    ((cx, cy),) = _to_canvas(point[None], scale)
     r = radius * scale
     box = (cx - r, cy - r, cx + r, cy + r)
     if fill:
@@ -52,7 +60,10 @@ def _draw_marker(draw: ImageDraw.ImageDraw, point: np.ndarray, radius: float, co
 
 
 def episode_image(
-    world: TwoRooms, result: EpisodeResult, scale: int = 6, upto: int | None = None,
+    world: TwoRooms,
+    result: EpisodeResult,
+    scale: int = 6,
+    upto: int | None = None,
     show_plans: bool = True,
 ) -> Image.Image:
     """RGB picture of ``result`` (its first ``upto`` steps if given), ``64 * scale`` square."""
@@ -89,8 +100,12 @@ def save_episode_picture(
 
 
 def save_episode_gif(
-    path: str | Path, world: TwoRooms, result: EpisodeResult, scale: int = 4,
-    every: int = 1, frame_ms: int = 60,
+    path: str | Path,
+    world: TwoRooms,
+    result: EpisodeResult,
+    scale: int = 4,
+    every: int = 1,
+    frame_ms: int = 60,
 ) -> Path:
     """Write an animated GIF: the agent (rendered) and its path so far, one frame per
     ``every`` environment steps. Returns the path written."""

@@ -108,9 +108,7 @@ class Attention(nn.Module):
                 k = torch.cat([kv_cache["k"], k], dim=1)
                 v = torch.cat([kv_cache["v"], v], dim=1)
             kv_cache["k"], kv_cache["v"] = k, v
-        out = attention(
-            q, k, v, layout=layout, backend=self.backend, causal_block=causal_block
-        )
+        out = attention(q, k, v, layout=layout, backend=self.backend, causal_block=causal_block)
         return self.proj(out.reshape(*lead, -1))
 
 
