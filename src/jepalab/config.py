@@ -167,6 +167,12 @@ class TrainerConfig:
     # prediction error per mask type, on the batch of every monitor_every-th step (0: off)
     monitor_every: int = 50
     rank_warning: float = 0.05  # warn when RankMe < this fraction of its maximum min(n, D)
+    # data.batch_size is the global batch of one optimiser step; every process runs
+    # accum_steps forward/backward passes of batch_size / (processes * accum_steps) samples
+    accum_steps: int = 1
+    distributed: str = "auto"  # auto: DDP when torchrun/SLURM start > 1 process | off
+    dist_backend: str = "auto"  # auto (nccl on CUDA, gloo on CPU) | nccl | gloo
+    find_unused_parameters: bool = False  # DDP's flag, for methods that skip parameters
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 

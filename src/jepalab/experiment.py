@@ -468,20 +468,31 @@ def train(cfg: Config) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     exp = build_experiment(cfg)  # may fill in cfg (the pretrained encoder's configuration)
     resolved = _plain(cfg)
-    (run_dir / "config.json").write_text(json.dumps(resolved, indent=2))
-    trainer = build_trainer(cfg, exp, resolved)
-    log.info(
-        "run %s: %d steps (%d per epoch), %.1fM trainable parameters, device %s",
-        run_dir,
-        trainer.last_step,
-        trainer.steps_per_epoch,
-        sum(p.numel() for p in exp.method.parameters() if p.requires_grad) / 1e6,
-        trainer.device,
-    )
-    losses = trainer.fit()
+    trainer = build_trainer(cfg, exp, resolved)  # joins the process group of a launcher
+    try:
+        if trainer.dist.is_main:
+            (run_dir / "config.json").write_text(json.dumps(resolved, indent=2))
+            log.info(
+                "run %s: %d steps (%d per epoch) of %d samples (%d process(es) x %d "
+                "accumulation step(s) x %d), %.1fM trainable parameters, device %s",
+                run_dir,
+                trainer.last_step,
+                trainer.steps_per_epoch,
+                trainer.batch_size,
+                trainer.dist.world_size,
+                trainer.accum_steps,
+                trainer.micro_batch_size,
+                sum(p.numel() for p in exp.method.parameters() if p.requires_grad) / 1e6,
+                trainer.device,
+            )
+        losses = trainer.fit()
+    finally:
+        trainer.close()
     summary: dict[str, Any] = {"run_dir": str(run_dir), "step": trainer.step}
     if losses:
         summary["final_loss"] = losses[-1]
+    if not trainer.dist.is_main:  # one process probes and writes the results
+        return summary
     if cfg.eval.probe != "none" and cfg.data.probe is not None:
         results = probe(cfg, exp.method.eval_encoder, trainer.device)
         table = format_table(results)

@@ -159,6 +159,13 @@ class Ragged:
         keep = segment_arange(self.offsets[:-1], lengths)
         return Ragged(self.values[keep], lengths_to_offsets(lengths))
 
+    def select_seqs(self, seqs: Tensor) -> Ragged:
+        """The sequences ``seqs`` (int64 indices, in that order) as a new batch."""
+        seqs = seqs.to(self.offsets.device)
+        lengths = self.lengths[seqs]
+        keep = segment_arange(self.offsets[:-1][seqs], lengths)
+        return Ragged(self.values[keep], lengths_to_offsets(lengths))
+
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Ragged:
         return Ragged(
             self.values.to(device, non_blocking=non_blocking),

@@ -44,6 +44,17 @@ def readable_samples(items: Sequence[tuple[Any, SampleKey]]) -> tuple[list[Any],
     return good, step, len(items) - len(good)
 
 
+def batch_layout(items: Sequence[tuple[Any, SampleKey]]) -> tuple[list[int], int]:
+    """``(positions in the step's global batch of the samples that loaded, global batch
+    size)``; a batch of keys without positions (``batch_size=0``) is its own global batch."""
+    global_size = items[0][1].batch_size or len(items)
+    if items[0][1].batch_size:
+        positions = [key.position for sample, key in items if sample is not None]
+    else:
+        positions = [i for i, (sample, _) in enumerate(items) if sample is not None]
+    return positions, global_size
+
+
 def collate_samples(items: Sequence[tuple[Any, SampleKey]]) -> SampleBatch:
     """Stack ``(image, label)`` samples; a ``None`` sample (unreadable file) is dropped."""
     good, step, skipped = readable_samples(items)

@@ -18,11 +18,15 @@ from torch.utils.data import Dataset, Sampler
 
 
 class SampleKey(NamedTuple):
-    """What a dataloader asks for: dataset ``index``, drawn in ``epoch`` for global ``step``."""
+    """What a dataloader asks for: dataset ``index``, drawn in ``epoch`` for global ``step``,
+    at ``position`` of that step's global batch of ``batch_size`` samples (``batch_size=0``:
+    the batch being collated is the whole step's batch)."""
 
     index: int
     epoch: int
     step: int
+    position: int = 0
+    batch_size: int = 0
 
 
 def mix_seed(*values: int) -> int:
@@ -32,30 +36,50 @@ def mix_seed(*values: int) -> int:
 
 
 class ResumableBatchSampler(Sampler[list[SampleKey]]):
-    """Yields the batches of global steps ``start_step, ..., total_steps - 1``.
+    """Yields this process's batches of global steps ``start_step, ..., total_steps - 1``.
+
+    The global batch of a step (``batch_size`` samples) is the same whatever the number of
+    processes: it is cut into ``world_size * accum_steps`` equal micro-batches, and rank
+    ``r`` gets micro-batches ``a * world_size + r`` for ``a = 0 .. accum_steps - 1``, in that
+    order. With one process and no accumulation the micro-batch is the whole batch.
 
     Args:
         num_samples: dataset length.
-        batch_size: samples per batch; the last incomplete batch of an epoch is dropped so
-            every step has the same size (as the I-JEPA reference).
+        batch_size: samples per optimiser step over all processes; the last incomplete batch
+            of an epoch is dropped so every step has the same size (as the I-JEPA reference).
         seed: run seed; epoch ``e`` is shuffled with ``mix_seed(seed, e)``.
         total_steps: where to stop.
         start_step: first step to yield (the resume point).
+        rank: this process's rank.
+        world_size: number of processes.
+        accum_steps: micro-batches per process and step (gradient accumulation).
     """
 
     def __init__(
-        self, num_samples: int, batch_size: int, seed: int, total_steps: int, start_step: int = 0
+        self,
+        num_samples: int,
+        batch_size: int,
+        seed: int,
+        total_steps: int,
+        start_step: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        accum_steps: int = 1,
     ) -> None:
         if batch_size > num_samples:
             raise ValueError(
                 f"batch_size={batch_size} is larger than the dataset ({num_samples} samples)"
             )
+        self.micro_batch_size = micro_batch_size(batch_size, world_size, accum_steps)
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
         self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
         self.total_steps, self.start_step = total_steps, start_step
+        self.rank, self.world_size, self.accum_steps = rank, world_size, accum_steps
         self.steps_per_epoch = num_samples // batch_size
 
     def __len__(self) -> int:
-        return max(self.total_steps - self.start_step, 0)
+        return max(self.total_steps - self.start_step, 0) * self.accum_steps
 
     def _permutation(self, epoch: int) -> list[int]:
         g = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
@@ -67,8 +91,27 @@ class ResumableBatchSampler(Sampler[list[SampleKey]]):
             if step // self.steps_per_epoch != epoch:
                 epoch = step // self.steps_per_epoch
                 perm = self._permutation(epoch)
-            first = (step % self.steps_per_epoch) * self.batch_size
-            yield [SampleKey(i, epoch, step) for i in perm[first : first + self.batch_size]]
+            batch = perm[(step % self.steps_per_epoch) * self.batch_size :][: self.batch_size]
+            m = self.micro_batch_size
+            for a in range(self.accum_steps):
+                first = (a * self.world_size + self.rank) * m
+                yield [
+                    SampleKey(i, epoch, step, first + j, self.batch_size)
+                    for j, i in enumerate(batch[first : first + m])
+                ]
+
+
+def micro_batch_size(batch_size: int, world_size: int = 1, accum_steps: int = 1) -> int:
+    """Samples per forward pass: the global batch split over processes and accumulation."""
+    if accum_steps < 1:
+        raise ValueError(f"trainer.accum_steps must be >= 1, got {accum_steps}")
+    parts = world_size * accum_steps
+    if batch_size % parts:
+        raise ValueError(
+            f"data.batch_size={batch_size} (the global batch) is not divisible by "
+            f"{world_size} processes x trainer.accum_steps={accum_steps}"
+        )
+    return batch_size // parts
 
 
 class SeededDataset(Dataset):

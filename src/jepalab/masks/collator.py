@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from jepalab.data.collate import SampleBatch, collate_samples
+from jepalab.data.collate import SampleBatch, batch_layout, collate_samples
 from jepalab.data.sampling import SampleKey, mix_seed
 from jepalab.masks.multiblock import MaskBatch
 
@@ -23,16 +23,28 @@ class MaskGenerator(Protocol):
 
 @dataclass
 class MaskedBatch(SampleBatch):
-    """A :class:`SampleBatch` with the masks of its step."""
+    """A :class:`SampleBatch` with the masks of its step.
+
+    ``fraction``: this batch's share of the step's global batch, ``1 / (processes x
+    accumulation steps)`` (1 when it is the whole batch): what a loss term computed on the
+    batch alone is weighted by in the step's loss (see :class:`~jepalab.methods.base.
+    MethodOutput`).
+    """
 
     masks: MaskBatch | None = None
+    fraction: float = 1.0
 
 
 class MaskCollator:
     """Collates keyed samples and samples the batch's masks from ``(seed, step)``.
 
     The masks of a step are a pure function of the seed and the step, so they are the same
-    whichever worker builds the batch and after a resume.
+    whichever worker builds the batch and after a resume. They are drawn for the step's whole
+    global batch and each sample takes the masks of its position in it, so a sample's masks
+    do not depend on how the batch is split over processes and accumulation steps (nor on
+    which samples failed to load); the batch records the global batch's number of target
+    tokens per mask configuration, which losses normalise by
+    (:attr:`MaskBatch.global_target_counts`).
     """
 
     def __init__(self, generator: MaskGenerator, seed: int) -> None:
@@ -41,5 +53,10 @@ class MaskCollator:
     def __call__(self, items: Sequence[tuple[Any, SampleKey]]) -> MaskedBatch:
         batch = collate_samples(items)
         rng = np.random.default_rng(mix_seed(self.seed, batch.step, 0x6D61736B))  # "mask"
-        masks = self.generator(batch.images.shape[0], rng)
-        return MaskedBatch(batch.images, batch.labels, batch.step, batch.skipped, masks)
+        positions, global_size = batch_layout(items)
+        masks = self.generator(global_size, rng).with_global_counts()
+        if positions != list(range(global_size)):
+            masks = masks.select_samples(positions)
+        return MaskedBatch(
+            batch.images, batch.labels, batch.step, batch.skipped, masks, len(items) / global_size
+        )

@@ -13,8 +13,10 @@ through ``trim_to_batch_min`` and ``reference_quirks`` for parity experiments.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +43,10 @@ class MaskBatch:
             configuration).
         mask_ids: ``(M,)`` which mask configuration (and learnable mask token) each target
             sequence of a sample belongs to; ``None`` means all 0.
+        global_target_counts: ``(num_mask_configs,)`` target tokens per mask configuration
+            in the step's whole global batch (over every process and accumulation step), the
+            denominators of a token-mean loss whose parts are computed on parts of the batch;
+            ``None``: this batch is the whole batch.
     """
 
     context: Ragged
@@ -48,6 +54,7 @@ class MaskBatch:
     num_targets: int
     num_contexts: int = 1
     mask_ids: torch.Tensor | None = None
+    global_target_counts: torch.Tensor | None = None
 
     @property
     def num_mask_configs(self) -> int:
@@ -59,13 +66,42 @@ class MaskBatch:
             return None
         return self.mask_ids.repeat(self.targets.num_seqs // self.num_targets)
 
+    def target_counts(self) -> torch.Tensor:
+        """``(num_mask_configs,)`` int64: target tokens of this batch per mask configuration."""
+        lengths = self.targets.lengths
+        config = self.target_mask_ids()
+        if config is None:
+            return lengths.sum().reshape(1)
+        return torch.zeros(self.num_mask_configs, dtype=torch.long).index_add_(
+            0, config.to(lengths.device), lengths
+        )
+
+    def with_global_counts(self) -> MaskBatch:
+        """This batch, recording its own target counts as the global ones (call it on the
+        masks of the whole global batch before :meth:`select_samples`)."""
+        return dataclasses.replace(self, global_target_counts=self.target_counts())
+
+    def select_samples(self, rows: Sequence[int]) -> MaskBatch:
+        """The masks of samples ``rows`` (in that order), keeping the global counts."""
+        rows_t = torch.as_tensor(list(rows), dtype=torch.long)
+        k, m = self.num_contexts, self.num_targets
+        return dataclasses.replace(
+            self,
+            context=self.context.select_seqs((rows_t[:, None] * k + torch.arange(k)).reshape(-1)),
+            targets=self.targets.select_seqs((rows_t[:, None] * m + torch.arange(m)).reshape(-1)),
+        )
+
     def to(self, device: torch.device | str, non_blocking: bool = False) -> MaskBatch:
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device, non_blocking=non_blocking)
+
         return MaskBatch(
             self.context.to(device, non_blocking),
             self.targets.to(device, non_blocking),
             self.num_targets,
             self.num_contexts,
-            None if self.mask_ids is None else self.mask_ids.to(device, non_blocking=non_blocking),
+            move(self.mask_ids),
+            move(self.global_target_counts),
         )
 
 

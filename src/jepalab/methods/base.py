@@ -41,6 +41,13 @@ class MethodOutput:
         num_samples: samples in the batch (for throughput).
         num_tokens: token counts by kind, e.g. ``{"context": 1520, "target": 540}``.
         monitor: embeddings for the collapse monitors, or ``None``.
+        loss_is_share: how ``loss`` relates to the loss of the step's global batch when the
+            batch is one of its parts (processes x accumulation steps, each a fraction ``f``
+            of it). ``False``: ``loss`` is a mean over this batch's samples; the Trainer
+            weighs it by ``f``, which is exact when every sample weighs the same. ``True``:
+            ``loss`` is already this part's additive share (the parts sum to the global
+            loss), e.g. token sums divided by the global batch's token counts
+            (:meth:`jepalab.methods.ijepa.IJEPA.loss`). With one part the two agree.
     """
 
     loss: Tensor
@@ -48,6 +55,7 @@ class MethodOutput:
     num_samples: int = 0
     num_tokens: dict[str, int] = field(default_factory=dict)
     monitor: MonitorInputs | None = None
+    loss_is_share: bool = False
 
 
 class Method(nn.Module):

@@ -133,18 +133,28 @@ class IJEPA(Method):
 
         With one configuration (I-JEPA) this is the mean over all target tokens; with
         several (V-JEPA) each configuration weighs the same whatever its number of tokens.
+
+        The means are over the step's whole global batch: token losses are summed here and
+        divided by the global batch's token counts (:attr:`MaskBatch.global_target_counts`)
+        when the batch is one part of it (a process's share, an accumulation step), so the
+        parts add up to the loss of the whole batch, exactly, even though samples keep
+        different numbers of tokens.
         """
         per_token = token_loss(
             prediction, target.to(prediction.dtype), self.loss_name, self.loss_exp
         )
         masks = batch.masks
+        num = masks.num_mask_configs
         config_of_seq = masks.target_mask_ids()
         if config_of_seq is None:
-            return per_token.mean()
-        num = masks.num_mask_configs
-        config = config_of_seq.repeat_interleave(masks.targets.lengths)
-        sums = per_token.new_zeros(num).index_add_(0, config, per_token)
-        counts = torch.bincount(config, minlength=num).clamp_min(1).to(per_token.dtype)
+            sums = per_token.sum().reshape(1)
+        else:
+            config = config_of_seq.repeat_interleave(masks.targets.lengths)
+            sums = per_token.new_zeros(num).index_add_(0, config, per_token)
+        counts = masks.global_target_counts
+        if counts is None:
+            counts = masks.target_counts()
+        counts = counts.to(device=per_token.device, dtype=per_token.dtype).clamp_min(1)
         return (sums / counts).mean()
 
     def forward(self, batch: MaskedBatch) -> MethodOutput:
@@ -172,22 +182,29 @@ class IJEPA(Method):
             num_samples,
             {"context": masks.context.total, "target": masks.targets.total},
             self._monitor_inputs(features, prediction, target, batch),
+            loss_is_share=True,
         )
 
     def regularize(
         self, prediction_loss: Tensor, context: Tensor, batch: MaskedBatch, metrics: dict
     ) -> Tensor:
         """``(1 - λ) * prediction_loss + λ * regularizer(z)`` with ``z`` the context tokens
-        ``(Tc, D)`` or their mean per context (:attr:`regularize_on`); logs both terms."""
+        ``(Tc, D)`` or their mean per context (:attr:`regularize_on`); logs both terms.
+
+        ``prediction_loss`` is this batch's share of the global batch's prediction loss; the
+        regulariser's value is already that of all processes' samples together (it reduces
+        its statistics over ranks), so its share is ``batch.fraction`` of it per process and
+        accumulation step."""
         z = context
         if self.regularize_on == "pooled":
             ctx = batch.masks.context
             z = pooled(context, ctx.seq_ids().to(context.device), ctx.num_seqs)
         value, terms = self.regularizer(z, int(batch.step or 0))
-        metrics["prediction_loss"] = prediction_loss.detach()
+        metrics["prediction_loss"] = prediction_loss.detach() / batch.fraction
         metrics.update(terms)
         lam = self.regularizer_weight
-        return (1.0 - lam) * prediction_loss + lam * value.to(prediction_loss.dtype)
+        share = value.to(prediction_loss.dtype) * batch.fraction
+        return (1.0 - lam) * prediction_loss + lam * share
 
     def _monitor_inputs(
         self, features: Tensor, prediction: Tensor, target: Tensor, batch: MaskedBatch

@@ -8,6 +8,15 @@ Exact resume: the model, optimiser, step and RNG states are checkpointed atomica
 schedules are functions of the step, and every data/mask random draw is a function of
 ``(seed, step, index)`` (see :mod:`jepalab.data.sampling`), so a run killed at any point
 and resumed reproduces the uninterrupted run's losses bit for bit on the CPU.
+
+Scale-out (:mod:`jepalab.train.distributed`): started by torchrun or SLURM with several
+processes, the Trainer wraps the method in DDP. ``data.batch_size`` is the *global* batch of
+a step; each process runs ``trainer.accum_steps`` micro-batches of
+``batch_size / (processes * accum_steps)`` samples, and the step's loss is the sum of every
+micro-batch's share of it (:attr:`~jepalab.methods.base.MethodOutput.loss_is_share`), so a run
+gives the same parameters (to float rounding) on one process, on several, and with
+accumulation. Rank 0 alone writes checkpoints, metrics and the progress bar; every rank's RNG
+state is checkpointed, so a distributed run also resumes exactly.
 """
 
 from __future__ import annotations
@@ -23,16 +32,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from jepalab.config import OptimConfig, TrainerConfig
-from jepalab.data.sampling import ResumableBatchSampler, SeededDataset
+from jepalab.data.sampling import (
+    ResumableBatchSampler,
+    SeededDataset,
+    micro_batch_size,
+    mix_seed,
+)
 from jepalab.eval.collapse import CollapseMonitor
 from jepalab.methods.base import Method
+from jepalab.train import distributed
 from jepalab.train.checkpoint import (
     checkpoint_path,
+    load_checkpoint,
     load_latest,
     prune_checkpoints,
     save_atomic,
@@ -54,9 +70,12 @@ class BadDataError(RuntimeError):
     """Too many samples could not be read."""
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto``: this process's GPU (``cuda:LOCAL_RANK``) if there is one, else the CPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        return torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"trainer.device={name!r} but CUDA is not available; use 'cpu'")
@@ -93,6 +112,9 @@ class Trainer:
         run_dir: where checkpoints, metrics and the config go.
         num_workers: dataloader worker processes.
         run_config: the full resolved configuration, stored in checkpoints and wandb.
+
+    The batch size is the global batch of one optimiser step (over every process and
+    accumulation step; see the module docstring).
     """
 
     def __init__(
@@ -110,7 +132,12 @@ class Trainer:
         self.cfg, self.optim_cfg = cfg, optim
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
-        self.device = resolve_device(cfg.device)
+        self.dist = distributed.init_distributed(cfg.distributed, cfg.dist_backend)
+        self.accum_steps = cfg.accum_steps
+        self.micro_batch_size = micro_batch_size(batch_size, self.dist.world_size, self.accum_steps)
+        # each micro-batch's share of the step's global batch
+        self.micro_fraction = 1.0 / (self.dist.world_size * self.accum_steps)
+        self.device = resolve_device(cfg.device, self.dist.local_rank)
         self.dtype = self._autocast_dtype(cfg.precision)
         self.method = method.to(self.device)
         self.dataset, self.collate_fn = dataset, collate_fn
@@ -128,13 +155,24 @@ class Trainer:
         self.optimizer = build_adamw(
             self.method, optim.lr, optim.weight_decay, tuple(optim.betas), optim.eps
         )
-        self.forward = torch.compile(self.method, dynamic=True) if cfg.compile else self.method
+        self.ddp: nn.parallel.DistributedDataParallel | None = None
+        if self.dist.is_distributed:
+            # broadcasts rank 0's parameters and buffers (EMA target included) at wrap time
+            self.ddp = nn.parallel.DistributedDataParallel(
+                self.method,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                broadcast_buffers=False,  # buffers never diverge: every rank updates alike
+                find_unused_parameters=cfg.find_unused_parameters,
+            )
+        module = self.ddp if self.ddp is not None else self.method
+        self.forward = torch.compile(module, dynamic=True) if cfg.compile else module
         if cfg.monitor_every < 0:
             raise ValueError(f"trainer.monitor_every must be >= 0, got {cfg.monitor_every}")
         self.monitor = CollapseMonitor(cfg.rank_warning)
         self.monitor_values: dict[str, float] = {}
         self.step = 0
         self.samples_seen = self.samples_skipped = 0
+        self._rank_metrics: set[str] = set()  # the method's metrics: averaged over ranks
 
     # -- settings ---------------------------------------------------------------------------
     def _autocast_dtype(self, precision: str) -> torch.dtype | None:
@@ -168,21 +206,33 @@ class Trainer:
                 group["weight_decay"] = values["wd"]
 
     # -- checkpoints ------------------------------------------------------------------------
-    def state_dict(self) -> dict:
+    def _local_state(self) -> dict:
+        """What differs between ranks: RNG streams and data counters."""
         rng = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
+            "rng": rng,
+            "samples_seen": self.samples_seen,
+            "samples_skipped": self.samples_skipped,
+        }
+
+    def state_dict(self) -> dict:
+        """The checkpoint; in a distributed run every rank must call it (it gathers each
+        rank's RNG state)."""
+        ranks = distributed.all_gather_objects(self._local_state(), self.dist)
+        state = {
             "format": CHECKPOINT_FORMAT,
             "step": self.step,
             "total_steps": self.total_steps,
             "model": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "rng": rng,
-            "samples_seen": self.samples_seen,
-            "samples_skipped": self.samples_skipped,
+            **ranks[0],
             "config": self.run_config,
         }
+        if self.dist.is_distributed:
+            state["ranks"] = ranks
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("format") != CHECKPOINT_FORMAT:
@@ -197,35 +247,75 @@ class Trainer:
         self.method.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
-        self.samples_seen = int(state.get("samples_seen", 0))
-        self.samples_skipped = int(state.get("samples_skipped", 0))
-        torch.set_rng_state(state["rng"]["torch"])
-        py = random.getstate()
-        random.setstate((py[0], tuple(state["rng"]["python"]), py[2]))
-        if "cuda" in state["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        ranks = state.get("ranks") or [state]
+        local = ranks[self.dist.rank] if len(ranks) == self.dist.world_size else None
+        if local is None:
+            log.warning(
+                "the checkpoint was written by %d process(es), this run has %d: the data and "
+                "masks are unchanged but dropout/drop-path noise will differ from the "
+                "original run",
+                len(ranks),
+                self.dist.world_size,
+            )
+            local = ranks[0]
+            self._seed_rank(mix_seed(self.cfg.seed, self.step))
+        else:
+            torch.set_rng_state(local["rng"]["torch"])
+            py = random.getstate()
+            random.setstate((py[0], tuple(local["rng"]["python"]), py[2]))
+            if "cuda" in local["rng"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(local["rng"]["cuda"])
+        self.samples_seen = int(local.get("samples_seen", 0))
+        self.samples_skipped = int(local.get("samples_skipped", 0))
+
+    def _seed_rank(self, seed: int) -> None:
+        """Seed the global RNGs: ``seed`` on rank 0, a stream of its own on every other rank
+        (dropout and drop path must not repeat the same pattern on every rank)."""
+        if self.dist.rank:
+            seed = mix_seed(seed, self.dist.rank)
+        torch.manual_seed(seed)
+        random.seed(seed)
 
     def save_checkpoint(self) -> Path:
+        """Rank 0 writes (atomically), after every rank has handed over its RNG state."""
         path = checkpoint_path(self.ckpt_dir, self.step)
-        save_atomic(self.state_dict(), path)
-        prune_checkpoints(self.ckpt_dir, self.cfg.keep_last)
+        state = self.state_dict()
+        if self.dist.is_main:
+            save_atomic(state, path)
+            prune_checkpoints(self.ckpt_dir, self.cfg.keep_last)
+        distributed.barrier(self.dist)
         return path
 
     def maybe_resume(self) -> bool:
-        """Load the newest checkpoint of the run directory if ``cfg.resume``."""
+        """Load the newest checkpoint of the run directory if ``cfg.resume``. Rank 0 picks
+        it (skipping unreadable files); every rank then loads that same step."""
         if not self.cfg.resume:
             return False
-        state = load_latest(self.ckpt_dir, map_location=self.device)
-        if state is None:
+        state = load_latest(self.ckpt_dir, map_location=self.device) if self.dist.is_main else None
+        step = distributed.broadcast_object(None if state is None else state["step"], self.dist)
+        if step is None:
             return False
+        if state is None:
+            state = load_checkpoint(checkpoint_path(self.ckpt_dir, step), self.device)
         self.load_state_dict(state)
         log.info("resumed from step %d in %s", self.step, self.ckpt_dir)
         return True
 
+    def close(self) -> None:
+        """Leave the process group if this Trainer created it (after :meth:`fit`)."""
+        distributed.shutdown(self.dist)
+
     # -- the loop ---------------------------------------------------------------------------
     def _loader(self) -> DataLoader:
         sampler = ResumableBatchSampler(
-            len(self.dataset), self.batch_size, self.cfg.seed, self.last_step, self.step
+            len(self.dataset),
+            self.batch_size,
+            self.cfg.seed,
+            self.last_step,
+            self.step,
+            self.dist.rank,
+            self.dist.world_size,
+            self.accum_steps,
         )
         return DataLoader(
             SeededDataset(self.dataset, self.cfg.seed),
@@ -251,31 +341,35 @@ class Trainer:
             )
 
     def fit(self) -> list[float]:
-        """Train until ``last_step``; returns the loss of every step run by this call."""
+        """Train until ``last_step``; returns the loss of every step run by this call (the
+        global batch's loss, the same on every rank)."""
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
         if self.cfg.seed is not None and self.step == 0:
-            torch.manual_seed(self.cfg.seed)
-            random.seed(self.cfg.seed)
+            self._seed_rank(self.cfg.seed)
         self.maybe_resume()
-        logger = MetricsLogger(
-            self.run_dir,
-            self.cfg.wandb.mode,
-            self.cfg.wandb.project,
-            self.cfg.wandb.entity,
-            self.run_config,
-            self.run_dir.name,
-        )
-        logger.truncate_after(self.step)
+        main = self.dist.is_main
+        logger = None
+        if main:
+            logger = MetricsLogger(
+                self.run_dir,
+                self.cfg.wandb.mode,
+                self.cfg.wandb.project,
+                self.cfg.wandb.entity,
+                self.run_config,
+                self.run_dir.name,
+            )
+            logger.truncate_after(self.step)
         losses: list[float] = []
         if self.step >= self.last_step:
-            logger.close()
+            if logger is not None:
+                logger.close()
             return losses
         self.method.train()
         bar = tqdm(
             total=self.last_step,
             initial=self.step,
-            disable=not self.cfg.progress,
+            disable=not (self.cfg.progress and main),
             desc=f"train {self.run_dir.name}",
             unit="step",
             dynamic_ncols=True,
@@ -283,23 +377,29 @@ class Trainer:
         )
         window: dict[str, float] = {}
         window_steps, window_samples, window_start = 0, 0, time.perf_counter()
+        micro_batches: list[Any] = []
         try:
             for batch in self._loader():
-                losses.append(self.train_step(batch, window))
+                micro_batches.append(batch)
+                if len(micro_batches) < self.accum_steps:
+                    continue
+                losses.append(self.train_step(micro_batches, window))
+                micro_batches = []
                 window_steps += 1
                 window_samples += int(window.pop("_samples"))
                 done = self.step == self.last_step
                 if self.step % self.cfg.log_every == 0 or done:
                     elapsed = time.perf_counter() - window_start
-                    row = {k: v / window_steps for k, v in window.items()}
+                    row = self._reduce_window(window, window_steps)
                     row.update(
                         epoch=self.step / self.steps_per_epoch,
-                        images_per_s=window_samples / max(elapsed, 1e-9),
-                        skipped_samples=self.samples_skipped,
+                        images_per_s=window_samples * self.dist.world_size / max(elapsed, 1e-9),
+                        skipped_samples=self._global_skipped(),
                     )
                     row.update(self.monitor_values)
                     self.monitor_values = {}
-                    logger.log(self.step, row)
+                    if logger is not None:
+                        logger.log(self.step, row)
                     bar.set_postfix(
                         loss=f"{row['loss']:.4f}",
                         lr=f"{row['lr']:.2e}",
@@ -309,32 +409,82 @@ class Trainer:
                     window_steps, window_samples = 0, 0
                     window_start = time.perf_counter()
                 if self.monitor_values:  # a monitor step that is not a logging step
-                    logger.log(self.step, self.monitor_values)
+                    if logger is not None:
+                        logger.log(self.step, self.monitor_values)
                     self.monitor_values = {}
                 bar.update(1)
                 if self.step % self.cfg.ckpt_every == 0 or done:
                     self.save_checkpoint()
         finally:
             bar.close()
-            logger.close()
+            if logger is not None:
+                logger.close()
         return losses
 
-    def train_step(self, batch: Any, window: dict[str, float]) -> float:
-        """One optimiser step; accumulates logged scalars into ``window``."""
-        self._check_data(getattr(batch, "skipped", 0), self.batch_size)
+    def _reduce_window(self, window: dict[str, float], steps: int) -> dict[str, float]:
+        """Window means; the method's metrics (one value per rank) are averaged over ranks.
+        The loss and the schedules are already the same on every rank."""
+        row = {k: v / steps for k, v in window.items() if not k.startswith("_")}
+        if self.dist.is_distributed:
+            keys = sorted(k for k in row if k in self._rank_metrics)
+            if keys:
+                values = torch.tensor([row[k] for k in keys], dtype=torch.float64)
+                values = distributed.all_reduce_sum(values.to(self.device), self.dist)
+                values = values.cpu() / self.dist.world_size
+                row.update(zip(keys, values.tolist(), strict=True))
+        return row
+
+    def _global_skipped(self) -> int:
+        count = torch.tensor([self.samples_skipped], dtype=torch.float64, device=self.device)
+        return int(distributed.all_reduce_sum(count, self.dist).item())
+
+    def _global_value(self, value: Tensor) -> float:
+        """A scalar summed over ranks (the loss of the global batch from each rank's share)."""
+        if not self.dist.is_distributed:
+            return float(value.detach())
+        total = value.detach().double().reshape(1).to(self.device)
+        return float(distributed.all_reduce_sum(total, self.dist).item())
+
+    def train_step(self, batches: list[Any], window: dict[str, float]) -> float:
+        """One optimiser step over this process's micro-batches of the step (one, unless
+        ``trainer.accum_steps > 1``); accumulates logged scalars into ``window``.
+
+        Each micro-batch's loss share is backpropagated as it comes (gradients add up);
+        DDP all-reduces the gradients once, on the last micro-batch. Returns the loss of the
+        global batch.
+        """
         values = self.schedules(self.step)
         self._apply_schedules(values)
-        batch = move_to(batch, self.device)
-        with self._autocast():
-            out = self.forward(batch)
-        loss = float(out.loss.detach())
-        if not math.isfinite(loss):
-            raise NonFiniteLossError(
-                f"loss is {loss} at step {self.step}; the last good checkpoint is in "
-                f"{self.ckpt_dir} (lower optim.lr, or check the data)"
-            )
         self.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
+        # DDP averages gradients over ranks while the shares add up: undo the average
+        backward_scale = float(self.dist.world_size)
+        loss, metrics, num_samples, monitor = 0.0, {}, 0, None
+        for index, batch in enumerate(batches):
+            self._check_data(getattr(batch, "skipped", 0), self.micro_batch_size)
+            batch = move_to(batch, self.device)
+            last = index == len(batches) - 1
+            sync = (
+                self.ddp.no_sync()
+                if self.ddp is not None and not last
+                else contextlib.nullcontext()
+            )
+            with sync:
+                with self._autocast():
+                    out = self.forward(batch)
+                share = out.loss if out.loss_is_share else out.loss * self.micro_fraction
+                part = self._global_value(share)  # every rank sees a NaN of any rank
+                if not math.isfinite(part):
+                    raise NonFiniteLossError(
+                        f"loss is {part} at step {self.step}; the last good checkpoint is in "
+                        f"{self.ckpt_dir} (lower optim.lr, or check the data)"
+                    )
+                (share * backward_scale if backward_scale != 1.0 else share).backward()
+            loss += part
+            for k, v in out.metrics.items():
+                metrics[k] = metrics.get(k, 0.0) + float(v) / len(batches)
+            num_samples += out.num_samples
+            if monitor is None:
+                monitor = out.monitor
         if self.optim_cfg.clip_grad:
             values["grad_norm"] = float(
                 nn.utils.clip_grad_norm_(self.method.parameters(), self.optim_cfg.clip_grad)
@@ -343,13 +493,19 @@ class Trainer:
         self.step += 1
         values.update(self.method.after_optimizer_step(self.step, self.total_steps))
         values["loss"] = loss
-        for k, v in out.metrics.items():
-            values[k] = float(v)
+        self._rank_metrics.update(metrics)
+        values.update(metrics)
         for k, v in values.items():
             window[k] = window.get(k, 0.0) + v
-        window["_samples"] = out.num_samples
+        window["_samples"] = num_samples
         every = self.cfg.monitor_every
-        if every and out.monitor is not None and (self.step % every == 0 or self.step == 1):
-            # this step's values (not window averages), logged at this step
-            self.monitor_values = self.monitor(out.monitor, self.step)
+        if (
+            every
+            and self.dist.is_main
+            and monitor is not None
+            and (self.step % every == 0 or self.step == 1)
+        ):
+            # this step's values (not window averages), logged at this step; in a distributed
+            # run, of rank 0's first micro-batch
+            self.monitor_values = self.monitor(monitor, self.step)
         return loss
