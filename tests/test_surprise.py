@@ -13,9 +13,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from jepalab.cli import main as cli_main
+from jepalab.data.moving_digits import MIN_WALL_ROOM, WALL_INTENSITY
 from jepalab.data.physics import EVENTS, PhysicsBenchmark, make_physics_benchmark
 from jepalab.eval.surprise import (
+    SCORES,
+    Windows,
     auroc,
+    clip_scores,
+    event_windows,
     future_masks,
     pairwise_accuracy,
     sliding_windows,
@@ -28,8 +33,8 @@ from jepalab.experiment import build_experiment, run_dir_of, train
 from jepalab.masks.collator import MaskedBatch
 from jepalab.models.layers.patch_embed import TubeletEmbed
 
-# 24 px leaves room for a wall between two digits of up to 8 px.
-SMALL = dict(clip_frames=8, canvas_size=24, digit_size=(6, 8), speed=(0.5, 1.5))
+# 28 px leave room for an 8 px digit, a 2 px wall and MIN_WALL_ROOM on both sides of it.
+SMALL = dict(clip_frames=8, canvas_size=28, digit_size=(6, 8), speed=(0.5, 1.5))
 
 
 @pytest.fixture(scope="module")
@@ -63,35 +68,76 @@ def test_a_pair_and_its_reverse_show_the_same_frames_on_both_sides(bench, event)
     assert (bench.event_frames[fwd] == bench.event_frames[rev]).all()
 
 
-def _wall_lines(clip):
-    cols = np.flatnonzero((clip == 1).all(axis=(0, 1)))
-    rows = np.flatnonzero((clip == 1).all(axis=(0, 2)))
-    return cols, rows
+def _wall_of(clip):
+    """``(axis, first line, last line)`` of the wall of a ``(T, H, W)`` clip, or None: the
+    rows/columns at the wall's grey level (or brighter, where a digit passes over it) in every
+    frame."""
+    for axis in (0, 1):
+        lines = np.flatnonzero((clip >= WALL_INTENSITY - 1e-6).all(axis=(0, 2 - axis)))
+        if len(lines):
+            return axis, lines[0], lines[-1]
+    return None
 
 
-def test_the_wall_stops_the_possible_digit_and_not_the_impossible_one():
-    # 16 frames and faster digits, so that the impossible digit gets clear of the wall.
-    bench = make_physics_benchmark(
-        6, ["wall"], clip_frames=16, canvas_size=24, digit_size=(6, 8), speed=(1.5, 2.5)
-    )
-    for possible, impossible, reverse in zip(
-        bench.possible, bench.impossible, bench.reverse, strict=True
+def _profiles(clip, axis, first, last):
+    """``(T, L)`` ink along the wall's axis with the wall taken out, and ``(T,)`` ink drawn
+    over the wall (above its grey level)."""
+    bar = slice(first, last + 1)
+    ink = clip.copy()
+    on = (ink[:, bar] if axis == 0 else ink[:, :, bar]) - WALL_INTENSITY
+    if axis == 0:
+        ink[:, bar] = 0
+    else:
+        ink[:, :, bar] = 0
+    return ink.sum(2 if axis == 0 else 1), on.clip(0).sum((1, 2))
+
+
+@pytest.fixture(scope="module")
+def walls():
+    # 16 frames and the training data's 32 px canvas, 10-14 px digits, 1-3 px/frame
+    return make_physics_benchmark(8, ["wall"], seed=5)
+
+
+def test_wall_pairs_hold_the_same_things_and_only_the_motion_differs(walls):
+    for possible, impossible, reverse, e in zip(
+        walls.possible, walls.impossible, walls.reverse, walls.event_frames, strict=True
     ):
-        cols, rows = _wall_lines(np.concatenate([possible, impossible]))
-        if reverse:  # no wall, the impossible digit bounces off nothing
-            assert len(cols) + len(rows) == 0
+        np.testing.assert_array_equal(possible[:e], impossible[:e])
+        if reverse:  # no wall in either clip: the impossible digit bounces off nothing
+            assert _wall_of(possible) is None and _wall_of(impossible) is None
             continue
-        assert len(cols) + len(rows) == 2  # a 2-px bar across the canvas, in both clips
-        lines = cols if len(cols) else rows
-        # (T, side) pixel mass on each side of the wall, along the wall's axis
-        mass = possible.sum(1 if len(cols) else 2)
-        before, after = mass[:, : lines[0]].sum(1), mass[:, lines[-1] + 1 :].sum(1)
-        near_is_before = before[0] > 0
-        far = after if near_is_before else before
-        assert (far == 0).all()  # the possible digit never reaches the far side
-        imp_mass = impossible.sum(1 if len(cols) else 2)
-        imp_far = imp_mass[:, lines[-1] + 1 :] if near_is_before else imp_mass[:, : lines[0]]
-        assert imp_far.sum(1).max() > 5  # the impossible one comes out on the other side
+        # the same 2-px wall in both clips, as the training data draws it
+        axis, first, last = _wall_of(possible)
+        assert _wall_of(impossible) == (axis, first, last) and last - first + 1 == 2
+
+
+def test_the_possible_digit_bounces_off_the_wall_and_the_impossible_one_passes_through(walls):
+    canvas, came_out = walls.canvas_size, []
+    for possible, impossible, reverse, e in zip(
+        walls.possible, walls.impossible, walls.reverse, walls.event_frames, strict=True
+    ):
+        if reverse:
+            continue
+        axis, first, last = _wall_of(possible)
+        ink, on_wall = _profiles(possible, axis, first, last)
+        # the possible digit never touches the wall and stays on its side
+        assert (on_wall == 0).all()
+        near = slice(0, first) if ink[0, :first].sum() > 0 else slice(last + 1, canvas)
+        outside = np.ones(canvas, dtype=bool)
+        outside[near] = False
+        assert (ink[:, outside] == 0).all()
+        # ... with room to move (MIN_WALL_ROOM px between border, digit and wall; the ink
+        # box of a sub-pixel position spans one pixel more than the digit)
+        lines = np.arange(canvas)[near]
+        inked = ink[:, near] > 0
+        extent = np.where(inked, lines, -1).max(1) - np.where(inked, lines, canvas).min(1) + 1
+        assert len(lines) - extent.max() >= MIN_WALL_ROOM - 1
+        # the impossible digit is drawn over the wall after the event, never before, and
+        # mostly comes out on the far side within the clip
+        imp_ink, imp_on_wall = _profiles(impossible, axis, first, last)
+        assert (imp_on_wall[:e] == 0).all() and imp_on_wall[e:].max() > 0
+        came_out.append(imp_ink[:, outside].sum() > 0)
+    assert np.mean(came_out) >= 0.5, came_out
 
 
 def test_benchmark_is_deterministic_by_seed_and_pairs_do_not_depend_on_the_count(bench):
@@ -122,6 +168,10 @@ def test_npz_round_trip(bench, tmp_path):
 def test_bad_arguments_name_the_fix():
     with pytest.raises(ValueError, match="leave 'wall' out"):
         make_physics_benchmark(1, ["wall"], clip_frames=8, canvas_size=16, digit_size=(6, 8))
+    # 28 px hold an 8 px digit and MIN_WALL_ROOM on both sides of a 2 px wall, not of a 6 px one
+    make_physics_benchmark(1, ["wall"], wall_width=2, **SMALL)
+    with pytest.raises(ValueError, match="MIN_WALL_ROOM"):
+        make_physics_benchmark(1, ["wall"], wall_width=6, **SMALL)
     with pytest.raises(ValueError, match="choose one or more"):
         make_physics_benchmark(1, ["melt"])
     with pytest.raises(ValueError, match="event_frames"):
@@ -152,6 +202,34 @@ def test_metrics_per_event_and_overall():
     assert metrics["max"]["b"] == {"pairwise_accuracy": 0.25, "auroc": 0.375, "pairs": 2}
     assert metrics["mean"]["b"]["pairwise_accuracy"] == 0.25  # 0.2 > 0.15, then a tie
     assert metrics["max"]["all"]["pairs"] == 3
+    assert list(metrics) == ["max", "mean"]  # the event scores need the event windows
+    selected = torch.tensor([[False, True], [True, False], [True, True]])
+    metrics = surprise_metrics(pos, imp, ["a", "b", "b"], selected=selected)
+    assert list(metrics) == ["max", "mean", "event_max", "event_mean"]
+    assert metrics["event_max"]["b"]["pairwise_accuracy"] == 0.25  # 0.3 > 0.2, then a tie
+
+
+def test_event_windows_predict_the_event_from_a_context_before_it():
+    windows = Windows(tuple(range(9)), num_frames=8, context_frames=4)  # 16 frames, stride 1
+    selected = event_windows(windows, [4, 6, 11, 7])
+    # predicted frames [s + 4, s + 8) must hold e: s in [e - 7, e - 4]
+    assert [np.flatnonzero(row).tolist() for row in selected] == [
+        [0],
+        [0, 1, 2],
+        [4, 5, 6, 7],
+        [0, 1, 2, 3],
+    ]
+    curves = torch.arange(36.0).reshape(4, 9)
+    assert clip_scores(curves, "event_max", selected).tolist() == [0, 11, 25, 30]
+    assert clip_scores(curves, "event_mean", selected).tolist() == [0, 10, 23.5, 28.5]
+    assert clip_scores(curves, "max", selected).tolist() == [8, 17, 26, 35]
+    with pytest.raises(ValueError, match="needs the event windows"):
+        clip_scores(curves, "event_max")
+    # with the tubelet stride an event at frame 3 has no such window: it is in the context
+    stride2 = Windows((0, 2, 4, 6, 8), num_frames=8, context_frames=4)
+    assert event_windows(stride2, [11]).tolist() == [[False, False, True, True, False]]
+    with pytest.raises(ValueError, match="no window predicts event frame 3"):
+        event_windows(stride2, [5, 3])
 
 
 # -- an oracle: exact for the possible world --------------------------------------------------
@@ -203,14 +281,15 @@ class PossibleWorldOracle(nn.Module):
 def test_an_oracle_of_the_possible_world_finds_every_impossible_twin_more_surprising(bench):
     oracle = PossibleWorldOracle(bench.canvas_size)
     windows = sliding_windows(oracle.context_encoder, bench.clip_frames)
-    assert windows.starts == (0, 2, 4) and windows.first_predicted == [2, 4, 6]
+    assert windows.starts == (0, 1, 2, 3, 4) and windows.first_predicted == [2, 3, 4, 5, 6]
     oracle.memorise(bench.clips("possible"), windows)
     possible = surprise_curves(oracle, bench.clips("possible"), windows, batch_size=5)
     impossible = surprise_curves(oracle, bench.clips("impossible"), windows, batch_size=5)
     assert (possible == 0).all()
     assert (impossible.max(1).values > 1e-3).all()
-    metrics = surprise_metrics(possible, impossible, bench.events)
-    for score in ("max", "mean"):
+    selected = event_windows(windows, bench.event_frames)
+    metrics = surprise_metrics(possible, impossible, bench.events, selected=selected)
+    for score in SCORES:
         for group, values in metrics[score].items():
             assert values["pairwise_accuracy"] == 1.0 and values["auroc"] == 1.0, (score, group)
     # windows that end before the event cannot tell the twins apart
@@ -235,7 +314,8 @@ def test_window_surprise_is_the_training_loss_with_a_future_mask(tiny_video_cfg)
 
 def test_sliding_windows_give_finite_curves_without_leaks(tiny_video_cfg):
     method = build_experiment(tiny_video_cfg).method
-    windows = sliding_windows(method.context_encoder, clip_frames=8)
+    windows = sliding_windows(method.context_encoder, clip_frames=8, stride=2)
+    assert windows.starts == (0, 2, 4)
     clips = torch.randn(3, 1, 8, 16, 16)
     curves = surprise_curves(method, clips, windows, batch_size=64)
     assert curves.shape == (3, 3) and torch.isfinite(curves).all() and (curves > 0).all()
@@ -281,12 +361,15 @@ def test_cli_end_to_end(tiny_run, tmp_path, capsys):
     assert set(report["metrics"]) == {"trained (step 2)", "untrained"}
     assert report["metrics"]["untrained"]["max"]["all"]["pairs"] == 16  # 2 x 2 directions x 4
     assert report["metrics"]["untrained"]["max"]["vanish: appears"]["pairs"] == 2
-    assert len(report["curves"]["untrained"]["possible"][0]) == 3
+    assert list(report["metrics"]["untrained"]) == list(SCORES)
+    assert report["windows"]["starts"] == [0, 1, 2, 3, 4]  # stride 1 by default
+    assert len(report["curves"]["untrained"]["possible"][0]) == 5
     assert (tiny_run / "eval" / "surprise_pair.png").stat().st_size > 1000
     # the saved benchmark scores the same
     out = tmp_path / "again.json"
     reuse = [f"ckpt={tiny_run}", f"benchmark={tmp_path / 'bench.npz'}", f"out={out}"]
-    assert surprise_main([*reuse, "progress=false", "baseline=false"]) == 0
+    assert surprise_main([*reuse, "progress=false", "baseline=false", "score=event_mean"]) == 0
+    assert "clip score: event_mean over windows (mean in brackets)" in capsys.readouterr().out
     again = json.loads(out.read_text())["metrics"]["trained (step 2)"]
     assert again == report["metrics"]["trained (step 2)"]
 
@@ -295,5 +378,7 @@ def test_cli_rejects_bad_keys_and_explains_itself(tiny_run, capsys):
     assert cli_main(["eval", "surprise", f"ckpt={tiny_run}", "pairz=3"]) == 2
     assert "pairz" in capsys.readouterr().err
     assert cli_main(["eval", "surprise", f"ckpt={tiny_run}", "events=[melt]"]) == 2
+    assert cli_main(["eval", "surprise", f"ckpt={tiny_run}", "score=median"]) == 2
+    assert "event_mean" in capsys.readouterr().err
     assert cli_main(["eval", "surprise", "--help"]) == 0
     assert "context_frames" in capsys.readouterr().out

@@ -30,6 +30,7 @@ from jepalab.data import (
 from jepalab.data import moving_digits as moving_digits_module
 from jepalab.data.collate import collate_samples
 from jepalab.data.image_folder import IMAGENET_MEAN, IMAGENET_STD
+from jepalab.data.moving_digits import MIN_WALL_ROOM, WALL_INTENSITY
 from jepalab.data.sampling import ResumableBatchSampler, SeededDataset
 
 av = pytest.importorskip("av")
@@ -544,6 +545,41 @@ def test_moving_digits_normalisation_constants(fixed_clips: dict) -> None:
     assert abs(x.mean().item()) < 0.05 and abs(x.std().item() - 1) < 0.05
     ds = fixed_clips["ds"]
     assert torch.allclose(ds[3][0][0], x[3], atol=1e-5)
+
+
+def test_moving_digits_walls_are_solid() -> None:
+    walled = MovingDigits(split="test", random=False, walls=0.5)
+    plain = MovingDigits(split="test", random=False)
+    trajs = [walled.trajectory(i) for i in range(240)]
+    with_wall = [i for i, tr in enumerate(trajs) if tr.wall is not None]
+    assert 90 < len(with_wall) < 150  # half of the clips
+    assert {trajs[i].wall.axis for i in with_wall} == {0, 1}
+    for i, traj in enumerate(trajs):
+        frames = walled._sample(i)[0]
+        if traj.wall is None:  # a clip without a wall is the clip of walls=0
+            assert torch.equal(frames, plain._sample(i)[0])
+            continue
+        wall, size = traj.wall, traj.digit_size
+        bar = torch.from_numpy(wall.pixels(32))
+        # the digit is never drawn over the bar: every bar pixel stays grey
+        assert torch.allclose(frames[:, bar > 0], torch.tensor(WALL_INTENSITY), atol=1e-6)
+        # it stays on one side, with MIN_WALL_ROOM px or more to move in
+        along = traj.positions[:, wall.axis]
+        if along.max() < wall.start:
+            room, low = wall.start - size, 0
+        else:
+            room, low = 32 - size - wall.start - wall.width, wall.start + wall.width
+        assert MIN_WALL_ROOM <= room <= 32 - size - wall.width - 1
+        assert along.min() >= low - 1e-4 and along.max() <= low + room + 1e-4
+        # the bounce label counts the bounces off the wall too: the digit's velocity is
+        # constant exactly when there are none
+        steps = _centroids(frames - bar).diff(dim=0)
+        assert bool((steps - steps[:1]).abs().max() < 1e-3) == (traj.bounces == 0)
+    assert walled.config()["walls"] == 0.5 and walled.config()["wall_width"] == 2
+    with pytest.raises(ValueError, match="walls=1.5"):
+        MovingDigits(walls=1.5)
+    with pytest.raises(ValueError, match="MIN_WALL_ROOM"):
+        MovingDigits(canvas_size=16, digit_size=(6, 8), walls=0.5)
 
 
 def test_moving_digits_export_mp4_round_trip(

@@ -12,8 +12,15 @@ frame cannot predict:
   position is uniform and independent of ``k``, so frame 0 carries no direction information.
 * ``"speed"`` (3 classes): the speed (px/frame, along the direction) in three equal bins of the
   ``speed`` range.
-* ``"bounces"`` (3 classes): wall bounces during the clip (a corner counts twice), clipped to 2.
+* ``"bounces"`` (3 classes): bounces off the borders (and the wall, if any) during the clip
+  (a corner counts twice), clipped to 2.
 * ``"digit"`` (10 classes): the digit class, the static baseline.
+
+With ``walls > 0``, that fraction of clips also has a :class:`Wall`: a grey bar across the
+canvas that the digit bounces off exactly as off the borders (it stays on its side, with at
+least :data:`MIN_WALL_ROOM` px to move in). This is the world of the intuitive-physics
+benchmark's ``wall`` event (:mod:`jepalab.data.physics`), where a model must know that the bar
+is solid -- as IntPhys's pretraining videos contain the objects of its test.
 
 Positions are continuous; a digit at a sub-pixel position is rendered by bilinear placement
 (the hat-function weights of linear interpolation), so slow digits move smoothly and the
@@ -59,9 +66,37 @@ _DECORD_UNREADABLE_WIDTHS = frozenset({8, 12, 16, 24, 48, 72})
 LABELS: dict[str, int] = {"direction": 8, "speed": 3, "bounces": 3, "digit": 10}
 MAX_BOUNCES = 2
 
+WALL_INTENSITY = 0.5  # grey level of a wall; a digit is drawn over it (its ink as opacity)
+# px of motion a digit keeps between the border and a wall: a digit pressed into a narrow gap
+# rattles back and forth, a motion seen nowhere else in the data.
+MIN_WALL_ROOM = 8
+
 _S = math.sqrt(0.5)
 # (row, col) unit velocity of direction k, exact zeros on the axes (no spurious bounces).
 _DIRECTIONS = ((0, 1), (-_S, _S), (-1, 0), (-_S, -_S), (0, -1), (_S, -_S), (1, 0), (_S, _S))
+
+
+@dataclass(frozen=True)
+class Wall:
+    """A solid bar across the canvas.
+
+    Attributes:
+        axis: 0 a horizontal bar (rows ``start .. start + width - 1``), 1 a vertical bar
+            (columns); the digit bounces off it along that axis.
+        start: First row (column) of the bar.
+        width: Thickness in pixels.
+    """
+
+    axis: int
+    start: int
+    width: int
+
+    def pixels(self, canvas_size: int) -> np.ndarray:
+        """``(H, W)`` float32 image of the bar alone: :data:`WALL_INTENSITY` on it, else 0."""
+        image = np.zeros((canvas_size, canvas_size), dtype=np.float32)
+        bar = slice(self.start, self.start + self.width)
+        image[(bar, slice(None)) if self.axis == 0 else (slice(None), bar)] = WALL_INTENSITY
+        return image
 
 
 @dataclass(frozen=True)
@@ -73,8 +108,9 @@ class Trajectory:
         direction: ``k`` of the initial direction ``k * 45`` degrees (see the module docstring).
         speed: Pixels per frame along the direction.
         positions: float32 ``(T, 2)`` ``(row, col)`` of the digit's top-left corner per frame,
-            in ``[0, canvas_size - digit_size]``.
-        bounces: Wall bounces during the clip (not clipped).
+            in ``[0, canvas_size - digit_size]`` (and on its side of the wall).
+        bounces: Bounces off the borders and the wall during the clip (not clipped).
+        wall: The clip's wall, if any.
     """
 
     digit_size: int
@@ -82,6 +118,7 @@ class Trajectory:
     speed: float
     positions: Tensor
     bounces: int
+    wall: Wall | None = None
 
 
 class MovingDigits(Dataset):
@@ -103,6 +140,10 @@ class MovingDigits(Dataset):
             than the digit set.
         test_fraction: Fraction of the source digits in the test split.
         split_seed: Seed of the train/test split.
+        walls: Fraction of clips with a :class:`Wall` (0: none, the default). Its axis, side
+            and position are uniform, the digit's room between border and wall an integer in
+            ``[MIN_WALL_ROOM, canvas_size - wall_width - 1 - digit size]``.
+        wall_width: Thickness of the walls in pixels.
 
     Attributes:
         num_classes: Classes of ``label`` (8, 3, 3 or 10).
@@ -130,6 +171,8 @@ class MovingDigits(Dataset):
         samples_per_digit: int = 1,
         test_fraction: float = 0.25,
         split_seed: int = 0,
+        walls: float = 0.0,
+        wall_width: int = 2,
     ) -> None:
         self.split = split
         self.canvas_size = self.image_size = int(canvas_size)
@@ -141,6 +184,7 @@ class MovingDigits(Dataset):
         self.render_seed = int(render_seed)
         self.samples_per_digit = int(samples_per_digit)
         self.test_fraction, self.split_seed = float(test_fraction), int(split_seed)
+        self.walls, self.wall_width = float(walls), int(wall_width)
         self._validate(len(digit_size), len(speed))
         self.num_classes = LABELS[label]
 
@@ -196,6 +240,10 @@ class MovingDigits(Dataset):
             raise ValueError(f"{name}: num_frames must be >= 2 to show motion.")
         if self.samples_per_digit < 1:
             raise ValueError(f"{name}: samples_per_digit must be >= 1.")
+        if not 0.0 <= self.walls <= 1.0:
+            raise ValueError(f"{name}: walls={self.walls} is a fraction of clips, in [0, 1].")
+        if self.walls > 0:
+            check_wall_room(self.canvas_size, self.digit_size[1], self.wall_width, hi)
 
     def __len__(self) -> int:
         return len(self._digits) * self.samples_per_digit
@@ -218,24 +266,46 @@ class MovingDigits(Dataset):
         return self._draw(torch.Generator().manual_seed(mix_seed(self.render_seed, index)))
 
     def _draw(self, gen: torch.Generator | None) -> Trajectory:
-        # One RNG call per clip: size, start row, start col, direction, speed.
+        # One RNG call per clip: size, start row, start col, direction, speed (and a second
+        # one for the wall only when walls > 0, so wall-free clips are what they always were).
         u = torch.rand(5, generator=gen, dtype=torch.float64).tolist()
         lo, hi = self.digit_size
         size = min(lo + int(u[0] * (hi - lo + 1)), hi)
-        room = float(self.canvas_size - size)  # top-left range that keeps the digit inside
         direction = min(int(u[3] * 8), 7)
         v_lo, v_hi = self.speed
         speed = v_lo + (v_hi - v_lo) * u[4]
-        # Elastic bounces == reflecting the free path start + t * v into [0, room] (a triangle
-        # wave of period 2 * room); each crossing of a multiple of room is one bounce.
+        wall, wall_range = self._draw_wall(gen, size) if self.walls > 0 else (None, None)
+        # Elastic bounces == reflecting the free path start + t * v into the top-left range
+        # [low, low + room] that keeps the digit inside (a triangle wave of period 2 * room);
+        # each crossing of a multiple of room is one bounce.
         positions, bounces = [], 0
-        for start, unit in zip((u[1] * room, u[2] * room), _DIRECTIONS[direction], strict=True):
+        for axis, unit in enumerate(_DIRECTIONS[direction]):
+            low, room = 0.0, float(self.canvas_size - size)
+            if wall is not None and wall.axis == axis:
+                low, room = wall_range
+            start = u[1 + axis] * room
             free = [start + t * speed * unit for t in range(self.num_frames)]
             folded = [x % (2 * room) for x in free]
-            positions.append([2 * room - x if x > room else x for x in folded])
+            positions.append([low + (2 * room - x if x > room else x) for x in folded])
             bounces += abs(math.floor(free[-1] / room) - math.floor(free[0] / room))
         positions_t = torch.from_numpy(np.array(positions, dtype=np.float32).T.copy())
-        return Trajectory(size, direction, speed, positions_t, bounces)
+        return Trajectory(size, direction, speed, positions_t, bounces, wall)
+
+    def _draw_wall(
+        self, gen: torch.Generator | None, size: int
+    ) -> tuple[Wall | None, tuple[float, float] | None]:
+        """With probability ``walls``, a wall and the ``(low, room)`` top-left range it leaves
+        the digit along its axis: presence, axis, side, room (one RNG call)."""
+        w = torch.rand(4, generator=gen, dtype=torch.float64).tolist()
+        if w[0] >= self.walls:
+            return None, None
+        axis = int(w[1] * 2)
+        most = self.canvas_size - self.wall_width - 1 - size  # leave >= 1 px beyond the wall
+        room = min(MIN_WALL_ROOM + int(w[3] * (most - MIN_WALL_ROOM + 1)), most)
+        if w[2] < 0.5:  # the digit on the low side: [0, room], the wall just after it
+            return Wall(axis, size + room, self.wall_width), (0.0, float(room))
+        low = self.canvas_size - size - room  # mirrored: the high side
+        return Wall(axis, low - self.wall_width, self.wall_width), (float(low), float(room))
 
     def _label(self, index: int, traj: Trajectory) -> int:
         if self.label == "direction":
@@ -258,7 +328,12 @@ class MovingDigits(Dataset):
         np.subtract(1.0, hat, out=hat)
         np.maximum(hat, 0.0, out=hat)
         rows, cols = hat @ self._upscale[size]  # (T, H, 8) each
-        frames = (rows @ (digit * np.float32(scale))) @ cols.transpose(0, 2, 1)  # (T, H, W)
+        if traj.wall is None:
+            frames = (rows @ (digit * np.float32(scale))) @ cols.transpose(0, 2, 1)  # (T, H, W)
+        else:  # the digit over the wall, its ink as opacity: ink + wall * (1 - ink)
+            frames = (rows @ digit) @ cols.transpose(0, 2, 1)
+            frames += traj.wall.pixels(self.canvas_size) * (1 - frames)
+            frames *= np.float32(scale)
         frames += np.float32(shift)
         return torch.from_numpy(frames)
 
@@ -293,7 +368,25 @@ class MovingDigits(Dataset):
         """The constructor arguments (what determines the rendered clips)."""
         keys = ("split", "canvas_size", "num_frames", "digit_size", "speed", "label", "random")
         keys += ("render_seed", "samples_per_digit", "test_fraction", "split_seed")
+        keys += ("walls", "wall_width")
         return {key: getattr(self, key) for key in keys}
+
+
+def check_wall_room(canvas_size: int, max_digit: int, wall_width: int, max_speed: float) -> None:
+    """Raise unless a digit of every size has :data:`MIN_WALL_ROOM` px to move in beside a wall
+    of ``wall_width`` px (with 1 px beyond it), and the fastest one cannot skip that room."""
+    need = max_digit + MIN_WALL_ROOM + wall_width + 1
+    if need > canvas_size:
+        raise ValueError(
+            f"a wall needs canvas_size >= max digit_size + {MIN_WALL_ROOM} (MIN_WALL_ROOM) + "
+            f"wall_width + 1 = {need}, got canvas_size={canvas_size}; use no walls, smaller "
+            "digits, a thinner wall or a larger canvas"
+        )
+    if max_speed > MIN_WALL_ROOM:
+        raise ValueError(
+            f"speed max {max_speed} px/frame exceeds the {MIN_WALL_ROOM} px room beside a wall; "
+            "the motion would alias. Lower speed or use no walls."
+        )
 
 
 def export_mp4(

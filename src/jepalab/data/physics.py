@@ -13,9 +13,11 @@ throughout; the *forward* pair is ``(A, A[:e] + B[e:])`` and, with ``balanced=Tr
 * ``teleport``: A and B the same digit on two paths, B through a random point at least half
   the free room from A's position at ``e``, with A's velocity there. Forward: the digit jumps
   and moves on; reverse: it jumps back (continuity of trajectories).
-* ``wall``: A a bar across the canvas that the digit bounces off; B no bar, the digit's free
-  path through the same contact point. The motions are spliced, the bar stays as it was.
-  Forward: the digit passes through the wall (solidity); reverse: it bounces off nothing
+* ``wall``: A a :class:`~jepalab.data.moving_digits.Wall` across the canvas that the digit
+  bounces off, exactly as in ``MovingDigits(walls=...)`` training clips (same room, same
+  renderer); B no wall, the digit's free path through the same contact point. The motions are
+  spliced, the wall stays as it was, so both clips of a pair hold the same things. Forward: the
+  digit passes through the wall, drawn over it (solidity); reverse: it bounces off nothing
   (inertia).
 * ``colour``: A full intensity, B 25-50% (the data are grayscale). Forward: the digit dims;
   reverse: it brightens (colour constancy).
@@ -31,12 +33,12 @@ that only reacts to content scores 50% over both, as in IntPhys's matched quadru
 
 Until the event every clip is drawn exactly as a :class:`MovingDigits` clip is (its trajectory
 sampler and renderer, the same canvas, digit sizes and speeds, the *test* split's digits), so
-a model trained on moving digits is in distribution up to the violation -- except for the
-wall, an empty canvas and dim digits, which are new to the model and on both sides of the
-balance. Clips are longer than a model's window (16 frames for 8-frame encoders) and are
-scored by sliding windows (:mod:`jepalab.eval.surprise`). A benchmark is a pure function of
-its arguments and seed; :meth:`PhysicsBenchmark.save` / :meth:`PhysicsBenchmark.load` keep one
-fixed in an ``.npz``.
+a model trained on moving digits is in distribution up to the violation -- except for an empty
+canvas and dim digits, which are new to the model and on both sides of the balance, and the
+wall, which is new unless the model trained with ``walls > 0``. Clips are longer than a
+model's window (16 frames for 8-frame encoders) and are scored by sliding windows
+(:mod:`jepalab.eval.surprise`). A benchmark is a pure function of its arguments and seed;
+:meth:`PhysicsBenchmark.save` / :meth:`PhysicsBenchmark.load` keep one fixed in an ``.npz``.
 
 [0] Garrido et al. 2025, "Intuitive physics understanding emerges from self-supervised
     pretraining on natural videos".
@@ -60,10 +62,13 @@ from torch import Tensor
 
 from jepalab.data.moving_digits import (
     _DIRECTIONS,
+    MIN_WALL_ROOM,
     MOVING_DIGITS_MEAN,
     MOVING_DIGITS_STD,
     MovingDigits,
     Trajectory,
+    Wall,
+    check_wall_room,
 )
 from jepalab.data.sampling import mix_seed
 
@@ -79,7 +84,6 @@ VIOLATIONS = {
 PHYSICS_FORMAT = "jepalab-physics-pairs-v1"
 
 COLOUR_FACTOR = (0.25, 0.5)  # intensity multiplier of the impossible digit after the event
-MIN_WALL_GAP = 2  # px the possible digit keeps to move in between the border and the wall
 
 
 @dataclass
@@ -192,7 +196,7 @@ def make_physics_benchmark(
         split: Source digits (``"test"``: never seen in pretraining).
         seed: Pair ``i`` of event ``k`` is drawn from ``(seed, k, i)`` alone, so a pair does
             not change when other events or more pairs are generated.
-        wall_width: Thickness of the wall in pixels.
+        wall_width: Thickness of the wall in pixels (as the training data's ``wall_width``).
         balanced: Follow every forward pair with its reverse pair (same ``A``, ``B``, event
             frame); False keeps forward pairs only, whose post-event content differs.
 
@@ -212,7 +216,7 @@ def make_physics_benchmark(
         )
     world = MovingDigits(split, canvas_size, clip_frames, digit_size, speed, random=False)
     if "wall" in events:
-        _check_wall_fits(canvas_size, world.digit_size[1], wall_width)
+        _check_wall_fits(canvas_size, world.digit_size[1], wall_width, world.speed[1])
     num_digits = len(world._digit_pixels)
     config = {
         "pairs_per_event": int(pairs_per_event),
@@ -252,16 +256,17 @@ def make_physics_benchmark(
     )
 
 
-def _check_wall_fits(canvas_size: int, max_digit: int, wall_width: int) -> None:
-    # The possible digit needs MIN_WALL_GAP px of free room on its side of the wall, the
-    # impossible one room to come out whole on the other side.
-    need = 2 * max_digit + wall_width + MIN_WALL_GAP
+def _check_wall_fits(canvas_size: int, max_digit: int, wall_width: int, max_speed: float) -> None:
+    # The possible digit needs MIN_WALL_ROOM px to move in before the wall (as in training),
+    # the impossible one as many beyond it to pass well through.
+    need = max_digit + wall_width + 2 * MIN_WALL_ROOM
     if need > canvas_size:
         raise ValueError(
-            f"a 'wall' event needs canvas_size >= 2 * max digit_size + wall_width + "
-            f"{MIN_WALL_GAP} = {need}, got canvas_size={canvas_size}; leave 'wall' out of "
+            f"a 'wall' event needs canvas_size >= max digit_size + wall_width + 2 * "
+            f"MIN_WALL_ROOM = {need}, got canvas_size={canvas_size}; leave 'wall' out of "
             "events, or use smaller digits or a larger canvas"
         )
+    check_wall_room(canvas_size, max_digit, wall_width, max_speed)
 
 
 def _fold(x: np.ndarray, length: float) -> np.ndarray:
@@ -270,11 +275,14 @@ def _fold(x: np.ndarray, length: float) -> np.ndarray:
     return np.where(y > length, 2 * length - y, y)
 
 
-def _render(world: MovingDigits, digit: int, traj: Trajectory, positions=None) -> np.ndarray:
+def _render(
+    world: MovingDigits, digit: int, traj: Trajectory, positions=None, wall: Wall | None = None
+) -> np.ndarray:
     """``(T, H, W)`` float32 frames in [0, 1] with the renderer of the training data."""
     if positions is not None:
         positions = torch.from_numpy(np.ascontiguousarray(positions, dtype=np.float32))
         traj = dataclasses.replace(traj, positions=positions)
+    traj = dataclasses.replace(traj, wall=wall)
     return world._render(world._digit_pixels[digit], traj, 1.0, 0.0).numpy()
 
 
@@ -318,39 +326,38 @@ def _teleport(world, traj, digit, e, rng, wall_width):
 
 
 def _wall(world, traj, digit, e, rng, wall_width):
-    """The wall is perpendicular to an axis the digit moves along (columns unless the motion
-    is vertical), built in a frame where the digit approaches it moving to +axis: it reaches
-    the wall at ``t* = e - u``, ``u ~ U(0.25, 0.75)``, so the twins differ from frame ``e``
-    on. A: the wall is drawn and the digit bounces between border and wall, in ``[0, gap]``;
-    B: no wall, the digit's free path through the same point at ``t*``. The motions are
-    spliced; the wall stays what it was (forward: drawn, reverse: absent)."""
+    """A: a wall as the training data draws them (``MovingDigits(walls=...)``: the digit's
+    room between border and wall an integer number of px, at least ``MIN_WALL_ROOM``) that
+    also leaves ``MIN_WALL_ROOM`` px or more beyond it, so that the impossible digit can pass
+    well through; perpendicular to an axis the digit moves along (columns unless the motion
+    is vertical), on the side the digit moves to. The digit reaches it at ``t* = e - u``,
+    ``u ~ U(0.25, 0.75)``, and bounces, so the twins differ from frame ``e`` on. B: no wall,
+    the free path through the same point at ``t*``. The motions are spliced, the wall stays
+    what it was (forward: drawn, reverse: absent). Built with the digit moving to +axis, then
+    mirrored if it moves to -axis."""
     canvas, size = world.canvas_size, traj.digit_size
     room = float(canvas - size)
     velocity = np.asarray(_DIRECTIONS[traj.direction])
     axis = 1 if velocity[1] != 0 else 0
     along_speed = traj.speed * abs(float(velocity[axis]))
-    wall_at = int(rng.integers(size + MIN_WALL_GAP, canvas - wall_width - size + 1))
-    gap = float(wall_at - size)  # largest position that keeps the digit off the wall
+    most = canvas - wall_width - MIN_WALL_ROOM - size
+    gap = int(rng.integers(MIN_WALL_ROOM, most + 1))  # the possible digit's room
+    wall_at = size + gap  # first line of the wall: the digit's top-left stays in [0, gap]
     frame = np.arange(world.num_frames)
     free = gap + (frame - (e - rng.uniform(0.25, 0.75))) * along_speed
     bounced, through = _fold(free, gap), _fold(free, room)
-    if velocity[axis] < 0:  # mirror the construction so the digit moves to -axis
+    if velocity[axis] < 0:
         bounced, through = room - bounced, room - through
         wall_at = canvas - wall_at - wall_width
-    wall = np.zeros((canvas, canvas), dtype=np.float32)
-    if axis == 1:
-        wall[:, wall_at : wall_at + wall_width] = 1.0
-    else:
-        wall[wall_at : wall_at + wall_width, :] = 1.0
+    wall = Wall(axis, wall_at, wall_width)
     pos = traj.positions.numpy().astype(np.float64)
 
     def render(along_before, along_after, scene):
         pos[:, axis] = np.where(frame < e, along_before, along_after)
-        return np.maximum(_render(world, digit, traj, pos), scene)
+        return _render(world, digit, traj, pos, scene)
 
-    empty = np.zeros_like(wall)
     forward = render(bounced, bounced, wall), render(bounced, through, wall)
-    reverse = render(through, through, empty), render(through, bounced, empty)
+    reverse = render(through, through, None), render(through, bounced, None)
     return forward, reverse
 
 

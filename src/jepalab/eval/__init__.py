@@ -30,6 +30,7 @@ from jepalab.eval.linear_sweep import (
 from jepalab.eval.surprise import (
     Windows,
     auroc,
+    event_windows,
     pairwise_accuracy,
     sliding_windows,
     surprise_curves,
@@ -46,6 +47,7 @@ __all__ = [
     "Windows",
     "auroc",
     "encoder_featurizer",
+    "event_windows",
     "extract_features",
     "extract_token_features",
     "fit_attentive_probe",

@@ -7,9 +7,10 @@ of the first ``C`` frames, the predictor (with mask token ``mask_id``; the relea
 first) predicts every token of the remaining frames, and the window's surprise is the mean L1
 distance between those predictions and the layer-normed target-encoder features of the whole
 window -- the V-JEPA training loss with a "predict the future" mask. A clip's score is the
-maximum or the mean of its windows' surprises; the release reports both. The metrics compare
-matched possible / impossible clips (:mod:`jepalab.data.physics`): pairwise (relative)
-accuracy and AUROC.
+maximum or the mean of its windows' surprises; the release reports both. Here a score can
+also be taken over the *event windows* only, those that predict the event frame from a
+context that ends before it (:func:`event_windows`). The metrics compare matched possible /
+impossible clips (:mod:`jepalab.data.physics`): pairwise (relative) accuracy and AUROC.
 
 [0] Garrido et al. 2025, "Intuitive physics understanding emerges from self-supervised
     pretraining on natural videos", Sec. 2 and Methods.
@@ -31,7 +32,9 @@ from jepalab.masks.multiblock import MaskBatch
 from jepalab.methods.ijepa import IJEPA, token_loss
 from jepalab.ragged import Ragged
 
-SCORES = ("max", "mean")  # how a clip's window surprises become one score
+# How a clip's window surprises become one score: the max or mean over all windows (the
+# release's two), or over the event windows (those predicting the event from before it).
+SCORES = ("max", "mean", "event_max", "event_mean")
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,9 @@ def sliding_windows(
         clip_frames: frames of the clips to score (``>= encoder.num_frames``).
         context_frames: frames of context, a multiple of the tubelet size strictly inside the
             window; default half the window (rounded down to a tubelet).
-        stride: frames between window starts; default the tubelet size.
+        stride: frames between window starts; default 1, so that every frame ``e`` has a
+            window whose context ends right before it (with the release's stride, the tubelet
+            size, an event inside a tubelet never does; docs/surprise.md).
     """
     num_frames = int(getattr(encoder, "num_frames", 1))
     tubelet = int(getattr(encoder, "tubelet_size", 1))
@@ -80,7 +85,7 @@ def sliding_windows(
             f"context_frames={context_frames} must be a multiple of the tubelet size {tubelet} "
             f"in [{tubelet}, {num_frames - tubelet}] (the encoder sees {num_frames} frames)"
         )
-    stride = tubelet if stride is None else int(stride)
+    stride = 1 if stride is None else int(stride)
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
     if clip_frames < num_frames:
@@ -194,13 +199,40 @@ def surprise_curves(
     return torch.cat(out)
 
 
-def clip_scores(curves: Tensor, score: str) -> Tensor:
-    """``(N,)`` per-clip surprise: the ``"max"`` or ``"mean"`` of its window surprises."""
-    if score == "max":
+def event_windows(windows: Windows, event_frames: Sequence[int] | np.ndarray) -> Tensor:
+    """``(N, W)`` bool: the windows of each clip that predict its event frame ``e`` from a
+    context before it (context ``[s, s + C)`` with ``s + C <= e``, ``e`` among the predicted
+    frames ``[s + C, s + num_frames)``). Both twins of a pair show the same context there, so
+    their surprises differ only by what each clip does next."""
+    starts = torch.tensor(windows.starts)
+    events = torch.as_tensor(np.asarray(event_frames, dtype=np.int64))[:, None]
+    selected = (starts + windows.context_frames <= events) & (events < starts + windows.num_frames)
+    missing = (~selected.any(1)).nonzero().flatten()
+    if len(missing):
+        raise ValueError(
+            f"no window predicts event frame {int(events[missing[0]])} from a context before "
+            f"it (windows start at {list(windows.starts)} with {windows.context_frames} context "
+            "frames); use stride=1 or events later in the clip"
+        )
+    return selected
+
+
+def clip_scores(curves: Tensor, score: str, selected: Tensor | None = None) -> Tensor:
+    """``(N,)`` per-clip surprise: the max or mean of its window surprises ``(N, W)``, over
+    all windows (``"max"``, ``"mean"``) or the ``selected`` ones (``"event_max"``,
+    ``"event_mean"``; ``selected`` from :func:`event_windows`)."""
+    if score not in SCORES:
+        raise ValueError(f"score={score!r}: use one of {SCORES}")
+    if score.startswith("event"):
+        if selected is None:
+            raise ValueError(f"score={score!r} needs the event windows (event_windows)")
+        fill = -torch.inf if score == "event_max" else 0.0
+        curves = curves.masked_fill(~selected, fill)
+    if score.endswith("max"):
         return curves.max(1).values
-    if score == "mean":
-        return curves.mean(1)
-    raise ValueError(f"score={score!r}: use one of {SCORES}")
+    if selected is not None and score == "event_mean":
+        return curves.sum(1) / selected.sum(1)
+    return curves.mean(1)
 
 
 def pairwise_accuracy(possible: Tensor | np.ndarray, impossible: Tensor | np.ndarray) -> float:
@@ -243,6 +275,7 @@ def surprise_metrics(
     impossible_curves: Tensor,
     events: Sequence[str],
     violations: Sequence[str] | None = None,
+    selected: Tensor | None = None,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Pairwise accuracy and AUROC per clip score, event type and violation.
 
@@ -251,6 +284,8 @@ def surprise_metrics(
         events: ``(P,)`` event type of each pair.
         violations: optional ``(P,)`` finer label of each pair (e.g. what the impossible twin
             does: ``"disappears"``, ``"appears"``), reported inside its event.
+        selected: optional ``(P, W)`` event windows of each pair (:func:`event_windows`);
+            without them the ``"event ..."`` scores are left out.
 
     Returns:
         ``{score: {group: {"pairwise_accuracy", "auroc", "pairs"}}}`` for score in
@@ -267,9 +302,9 @@ def surprise_metrics(
                 groups[f"{name}: {sub}"] = (events == name) & (fine == sub)
     groups["all"] = np.ones(len(events), dtype=bool)
     out: dict[str, dict[str, dict[str, float]]] = {}
-    for score in SCORES:
-        p = clip_scores(possible_curves, score).numpy()
-        q = clip_scores(impossible_curves, score).numpy()
+    for score in SCORES if selected is not None else SCORES[:2]:
+        p = clip_scores(possible_curves, score, selected).numpy()
+        q = clip_scores(impossible_curves, score, selected).numpy()
         out[score] = {
             name: {
                 "pairwise_accuracy": pairwise_accuracy(p[sel], q[sel]),

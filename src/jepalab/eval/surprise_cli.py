@@ -29,6 +29,7 @@ from jepalab.eval.cli_args import UsageError, describe_schema, parse_overrides
 from jepalab.eval.surprise import (
     SCORES,
     Windows,
+    event_windows,
     plot_surprise_pairs,
     sliding_windows,
     surprise_curves,
@@ -38,7 +39,6 @@ from jepalab.experiment import build_initial_method, load_run
 from jepalab.methods import IJEPA
 
 PROG = "jepalab eval surprise"
-HEADLINE = "max"  # the clip score of the headline numbers (see docs/surprise.md)
 
 
 @dataclass
@@ -50,7 +50,9 @@ class SurpriseArgs:
     events: list[str] = field(default_factory=lambda: list(EVENTS))
     clip_frames: int = 16  # frames per generated clip (longer than the encoder's window)
     context_frames: int | None = None  # default: half the encoder window
-    stride: int | None = None  # frames between windows; default: the tubelet size
+    stride: int = 1  # frames between windows (the release: the tubelet size, 2)
+    score: str = "max"  # clip score of the table: max | mean | event_max | event_mean
+    second_score: str = "mean"  # shown in brackets
     seed: int = 0  # benchmark seed
     balanced: bool = True  # also each pair's reverse (appear, brighten, ...): see docs
     split: str = "test"  # source digits of the generated clips (test: never trained on)
@@ -73,6 +75,8 @@ def main(args: list[str]) -> int:
     bad = [e for e in opts.events if e not in EVENTS]
     if bad or not opts.events:
         raise UsageError(f"{PROG}: events={opts.events}: choose from {list(EVENTS)}")
+    if {opts.score, opts.second_score} - set(SCORES):
+        raise UsageError(f"{PROG}: score / second_score: choose from {list(SCORES)}")
     device = _device(opts.device)
     run = load_run(opts.ckpt, device)
     encoder = run.method.context_encoder
@@ -83,6 +87,7 @@ def main(args: list[str]) -> int:
         _say(f"benchmark written to {bench.save(opts.write_benchmark)}")
     try:
         windows = sliding_windows(encoder, bench.clip_frames, opts.context_frames, opts.stride)
+        selected = event_windows(windows, bench.event_frames)
     except ValueError as exc:
         raise UsageError(f"{PROG}: {exc}") from None
 
@@ -91,10 +96,10 @@ def main(args: list[str]) -> int:
         models["untrained"] = build_untrained(run.cfg).to(device)
     curves = {name: _score(method, bench, windows, opts, name) for name, method in models.items()}
     metrics = {
-        name: surprise_metrics(pos, imp, bench.events, bench.violations())
+        name: surprise_metrics(pos, imp, bench.events, bench.violations(), selected)
         for name, (pos, imp) in curves.items()
     }
-    print(format_surprise_table(metrics, len(bench), windows))
+    print(format_surprise_table(metrics, len(bench), windows, opts.score, opts.second_score))
 
     out = Path(opts.out) if opts.out else _run_dir(run.file) / "eval" / "surprise.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -113,28 +118,32 @@ def build_untrained(cfg: DictConfig) -> IJEPA:
 
 
 def format_surprise_table(
-    metrics: dict[str, dict[str, dict[str, dict[str, float]]]], pairs: int, windows: Windows
+    metrics: dict[str, dict[str, dict[str, dict[str, float]]]],
+    pairs: int,
+    windows: Windows,
+    score: str = "max",
+    second_score: str = "mean",
 ) -> str:
-    """Event type x model: pairwise accuracy and AUROC with the max score (mean score in
-    brackets)."""
+    """Event type x model: pairwise accuracy and AUROC with clip score ``score``
+    (``second_score`` in brackets)."""
     models = list(metrics)
-    groups = list(next(iter(metrics.values()))[HEADLINE])
+    groups = list(next(iter(metrics.values()))[score])
     head = f"{'event':<22} {'pairs':>5}" + "".join(f"  {m[:27]:>27}" for m in models)
     sub = f"{'':<22} {'':>5}" + "  {:>13} {:>13}".format("pair acc", "AUROC") * len(models)
     lines = [
         f"Intuitive-physics surprise: {pairs} pairs, windows of {windows.num_frames} frames "
         f"({windows.context_frames} context) at {list(windows.starts)}; "
-        "clip score max over windows (mean in brackets)",
+        f"clip score: {score} over windows ({second_score} in brackets)",
         head,
         sub,
         "-" * len(sub),
     ]
     for group in groups:
         label = "  " + group.split(": ", 1)[1] if ": " in group else group
-        row = f"{label:<22} {metrics[models[0]][HEADLINE][group]['pairs']:>5}"
+        row = f"{label:<22} {metrics[models[0]][score][group]['pairs']:>5}"
         for m in models:
             for key in ("pairwise_accuracy", "auroc"):
-                values = [metrics[m][s][group][key] for s in (HEADLINE, "mean")]
+                values = [metrics[m][s][group][key] for s in (score, second_score)]
                 row += f"  {values[0]:>5.1%} ({values[1]:>5.1%})"
         lines.append(row)
     return "\n".join(lines)
@@ -151,7 +160,7 @@ def _device(name: str) -> torch.device:
 
 def _benchmark(opts: SurpriseArgs, cfg: DictConfig) -> PhysicsBenchmark:
     """The benchmark file, or one generated in the run's data distribution (its canvas, and
-    digit sizes and speeds when it trained on moving digits)."""
+    digit sizes, speeds and wall width when it trained on moving digits)."""
     canvas = int(cfg.encoder.img_size)
     if opts.benchmark:
         bench = PhysicsBenchmark.load(opts.benchmark)
@@ -163,7 +172,9 @@ def _benchmark(opts: SurpriseArgs, cfg: DictConfig) -> PhysicsBenchmark:
             )
         return bench
     params = dict(cfg.data.params) if cfg.data.name == "moving_digits" else {}
-    shape = {k: tuple(params[k]) for k in ("digit_size", "speed") if k in params}
+    shape: dict[str, Any] = {k: tuple(params[k]) for k in ("digit_size", "speed") if k in params}
+    if "wall_width" in params:
+        shape["wall_width"] = int(params["wall_width"])
     _say(f"generating {opts.pairs} pairs x {len(opts.events)} events ({', '.join(opts.events)})")
     try:
         return make_physics_benchmark(
@@ -217,7 +228,7 @@ def _report(opts, run, bench, windows, curves, metrics) -> dict[str, Any]:
             "context_frames": windows.context_frames,
             "first_predicted": windows.first_predicted,
         },
-        "headline_score": HEADLINE,
+        "headline_score": opts.score,
         "scores": list(SCORES),
         "metrics": metrics,
         "events": bench.events.tolist(),
