@@ -292,3 +292,57 @@ def test_torchrun_launch_and_resume(tiny_cfg, tmp_path):
         build_trainer(tiny_cfg, build_experiment(tiny_cfg)).fit(), rel=1e-5
     )
     assert np.isfinite(logged).all() and len(logged) == 6
+
+
+def test_slurm_launcher_config_composes():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose, initialize_config_dir
+
+    from jepalab.config import config_dir, register_configs
+
+    register_configs()
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=["hydra/launcher=slurm", "hydra.launcher.nodes=2"],
+            return_hydra_config=True,
+        )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.nodes == 2 and launcher.tasks_per_node == launcher.gpus_per_node
+    assert launcher.max_num_timeout > 0  # timeouts requeue; the run resumes from its checkpoint
+
+
+@pytest.mark.slow
+def test_submitit_launcher_runs_a_job(tmp_path):
+    """Hydra's submitit launcher (locally: the same pickling and job path as on SLURM) runs
+    a training job into multirun/<name>/<job number>, the directory a requeued job resumes
+    from."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    cmd = [
+        sys.executable,
+        "-m",
+        "jepalab.cli",
+        "train",
+        "-m",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        "encoder.embed_dim=32",
+        "encoder.depth=2",
+        "encoder.num_heads=2",
+        "predictor.embed_dim=16",
+        "predictor.depth=1",
+        "data.batch_size=16",
+        "trainer.max_steps=2",
+        "trainer.log_every=1",
+        "trainer.progress=false",
+        "trainer.threads=1",
+        "eval.probe=none",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = (tmp_path / "sweep" / "0" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["step"] for r in rows if '"loss"' in r] == [1, 2]
+    assert (tmp_path / "sweep" / "0" / "checkpoints" / "step_00000002.pt").is_file()
