@@ -6,6 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from jepalab.data.sampling import SampleKey
+from jepalab.experiment import build_experiment
 from jepalab.kernels.attention import attention
 from jepalab.models import (
     EMATarget,
@@ -223,8 +225,46 @@ def test_predictor_loads_checkpoints_with_the_old_single_mask_token(small_predic
     old = {k: v for k, v in state.items() if k != "mask_tokens"}
     old["mask_token"] = torch.randn(1, 1, small_predictor.embed_dim)
     fresh = create_predictor(
-        "masked_vit_predictor", grid_size=(4, 4), encoder_dim=24, embed_dim=16, depth=2,
+        "masked_vit_predictor",
+        grid_size=(4, 4),
+        encoder_dim=24,
+        embed_dim=16,
+        depth=2,
         num_heads=2,
     )
     fresh.load_state_dict(old)  # strict: the old key is renamed, nothing is left over
     torch.testing.assert_close(fresh.mask_tokens, old["mask_token"].reshape(1, -1))
+
+
+def test_vit_averages_its_last_layers_for_targets():
+    """``last_layers=L``: the mean of the last L blocks' outputs, each layer-normed without
+    affine (data2vec-style targets, an I-JEPA target ablation); L=1 is the plain output."""
+    torch.manual_seed(0)
+    vit = create_encoder(
+        "vit_tiny_patch16", img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=2
+    ).eval()
+    x = torch.randn(2, 3, 32, 32)
+    outputs = []
+    hooks = [blk.register_forward_hook(lambda m, i, o: outputs.append(o)) for blk in vit.blocks]
+    with torch.no_grad():
+        assert torch.equal(vit(x, last_layers=1), vit(x))
+        outputs.clear()
+        averaged = vit(x, last_layers=2)
+    for h in hooks:
+        h.remove()
+    expected = sum(F.layer_norm(o, (32,)) for o in outputs[1:]) / 2
+    torch.testing.assert_close(averaged, expected)
+    with pytest.raises(ValueError, match="last_layers"):
+        vit(x, last_layers=4)
+
+
+def test_target_layers_config(tiny_cfg):
+    tiny_cfg.method.target_layers = 2
+    exp = build_experiment(tiny_cfg)
+    batch = exp.collate_fn([(exp.dataset[i], SampleKey(i, 0, 0)) for i in range(4)])
+    full = exp.method.target_encoder(batch.images)
+    assert not torch.allclose(exp.method.target_features(batch.images), full)
+    assert torch.isfinite(exp.method(batch).loss)
+    tiny_cfg.encoder.name = "convnextv2_atto"
+    with pytest.raises(ValueError, match="target_layers"):
+        build_experiment(tiny_cfg)

@@ -105,6 +105,7 @@ class MethodConfig:
     loss: str = "smooth_l1"  # smooth_l1 (I-JEPA) | l1 (V-JEPA) | mse
     loss_exp: float = 1.0  # exponent p of the l1 loss |d|^p / p (V-JEPA loss_exp)
     ema: list[float] = field(default_factory=lambda: [0.996, 1.0])  # I-JEPA momentum schedule
+    target_layers: int = 1  # targets: 1 = last layer (paper) | L = mean of last L (ViT only)
     # anti-collapse (jepalab.methods.regularizers; docs/regularizers.md):
     target: str = "ema"  # ema (I-JEPA/V-JEPA) | online: the context encoder, no gradient
     regularizer: str = "none"  # none | sigreg (LeJEPA) | vicreg (variance + covariance terms)

@@ -243,6 +243,7 @@ def build_masked_method(cfg: Config) -> tuple[IJEPA, MaskGenerator]:
         loss=cfg.method.loss,
         loss_exp=cfg.method.loss_exp,
         target=cfg.method.target,
+        target_layers=cfg.method.target_layers,
         **regularization(cfg),
     )
     return method, masks

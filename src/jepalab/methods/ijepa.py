@@ -19,6 +19,8 @@ context encoder's output makes the loss ``(1 - λ) * prediction + λ * regularis
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -70,6 +72,9 @@ class IJEPA(Method):
             also rules out tokens collapsing *within* an image, but the Epps--Pulley
             statistic grows with ``N``, here ~100x larger, so lower ``λ``; and it costs
             ``Tc * slices * knots`` cosines and sines).
+        target_layers: ``1``: targets are the target encoder's last layer (the paper);
+            ``L > 1``: the mean of its last ``L`` blocks' layer-normed outputs (needs an
+            encoder whose forward takes ``last_layers``, e.g. the ViT).
     """
 
     def __init__(
@@ -83,8 +88,16 @@ class IJEPA(Method):
         regularizer: nn.Module | None = None,
         regularizer_weight: float = 0.0,
         regularize_on: str = "pooled",
+        target_layers: int = 1,
     ) -> None:
         super().__init__()
+        if target_layers < 1:
+            raise ValueError(f"method.target_layers must be >= 1, got {target_layers}")
+        if target_layers > 1 and "last_layers" not in inspect.signature(encoder.forward).parameters:
+            raise ValueError(
+                f"method.target_layers={target_layers} needs an encoder that can average its "
+                f"last layers (the ViT); {type(encoder).__name__} cannot"
+            )
         if loss not in LOSSES:
             raise ValueError(f"method.loss={loss!r} is not one of {LOSSES}")
         if loss_exp <= 0:
@@ -104,6 +117,7 @@ class IJEPA(Method):
         self.regularizer = regularizer
         self.regularizer_weight = float(regularizer_weight)
         self.regularize_on = regularize_on
+        self.target_layers = int(target_layers)
 
     @property
     def eval_encoder(self) -> nn.Module:
@@ -111,7 +125,10 @@ class IJEPA(Method):
 
     @torch.no_grad()
     def target_features(self, images: Tensor) -> Tensor:
-        """The target (EMA) encoder's features of the whole input, ``(B, N, D)``."""
+        """The target (EMA) encoder's features of the whole input, ``(B, N, D)`` (the mean of
+        its last :attr:`target_layers` layers)."""
+        if self.target_layers > 1:
+            return self.target_encoder(images, last_layers=self.target_layers)
         return self.target_encoder(images)
 
     @torch.no_grad()

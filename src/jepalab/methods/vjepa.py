@@ -30,6 +30,7 @@ class VJEPA(IJEPA):
         loss_exp: exponent ``p`` of the L1 loss (V-JEPA ``loss_exp``: 1).
         target, regularizer, regularizer_weight, regularize_on: the alternative
             anti-collapse mechanism, as in :class:`~jepalab.methods.ijepa.IJEPA`.
+        target_layers: average of the target encoder's last layers, as in ``IJEPA``.
     """
 
     def __init__(
@@ -43,6 +44,7 @@ class VJEPA(IJEPA):
         regularizer: nn.Module | None = None,
         regularizer_weight: float = 0.0,
         regularize_on: str = "pooled",
+        target_layers: int = 1,
     ) -> None:
         super().__init__(
             encoder,
@@ -54,4 +56,5 @@ class VJEPA(IJEPA):
             regularizer=regularizer,
             regularizer_weight=regularizer_weight,
             regularize_on=regularize_on,
+            target_layers=target_layers,
         )

@@ -14,6 +14,7 @@ computed.
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -121,7 +122,7 @@ class VisionTransformer(nn.Module):
         """Raw pixels in the token grid: ``(B, N, C * [t *] p * p)``, token order."""
         return self.patch_embed.patchify(x)
 
-    def forward(self, x: Tensor, keep: Ragged | None = None) -> Tensor:
+    def forward(self, x: Tensor, keep: Ragged | None = None, last_layers: int = 1) -> Tensor:
         """Encode images or clips.
 
         Args:
@@ -129,11 +130,16 @@ class VisionTransformer(nn.Module):
             keep: optional indices (into the ``N`` tokens of the grid) of the tokens the
                 encoder may see: ``k * B`` sequences, sequence ``b * k + j`` from sample ``b``
                 (``k > 1`` when each sample has several contexts, e.g. V-JEPA's masks).
+            last_layers: ``1``: the final (normed) features; ``L > 1``: the mean of the last
+                ``L`` blocks' outputs, each layer-normed without affine (data2vec's targets,
+                Baevski et al. 2022, Sec. 3.3; an I-JEPA target ablation).
 
         Returns:
             ``(B, N, D)`` features of all tokens when ``keep`` is None, else ``(T, D)``
             features of the kept tokens packed in ``keep.values`` order.
         """
+        if not 1 <= last_layers <= len(self.blocks):
+            raise ValueError(f"last_layers={last_layers} must be in 1..{len(self.blocks)}")
         tokens = self.tokens(x)
         layout, index = None, None
         if keep is not None:
@@ -146,11 +152,18 @@ class VisionTransformer(nn.Module):
             tokens = tokens.reshape(-1, self.embed_dim)[index]
             layout, index = VarlenLayout.from_lengths(keep.lengths), keep.values
         rope = None if self.rope is None else self.rope(index)
-        for blk in self.blocks:
+        first_averaged = len(self.blocks) - last_layers
+        average = None
+        for i, blk in enumerate(self.blocks):
             if self.grad_checkpointing and self.training:
                 tokens = checkpoint(blk, tokens, layout, rope, use_reentrant=False)
             else:
                 tokens = blk(tokens, layout, rope)
+            if last_layers > 1 and i >= first_averaged:
+                normed = F.layer_norm(tokens, (self.embed_dim,))
+                average = normed if average is None else average + normed
+        if average is not None:
+            return average / last_layers
         return self.norm(tokens)
 
     def forward_features(self, x: Tensor) -> Tensor:
