@@ -216,3 +216,49 @@ def test_cli_trains_vjepa_on_a_folder_of_mp4_files(tmp_path):
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert all(r["skipped_samples"] == 0 for r in rows)
     assert json.loads((run_dir / "config.json").read_text())["data"]["params"]["num_frames"] == 4
+
+
+ABLATIONS = sorted(p.stem for p in (config_dir() / "ablation").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("ablation", ABLATIONS)
+def test_every_ablation_sweeps_real_keys(ablation):
+    """Each sweep point of every ablation composes into a valid config that differs from the
+    others in the swept key (a misspelt key or value would fail here, not after hours)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from jepalab.config import register_configs
+
+    experiment = "vjepa_moving_digits" if ablation.startswith("vjepa") else "ijepa_digits"
+    register_configs()
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        sweep = compose(
+            "config",
+            overrides=[f"experiment={experiment}", f"ablation={ablation}"],
+            return_hydra_config=True,
+        ).hydra.sweeper.params
+        assert sweep, f"{ablation} sweeps nothing"
+        for key, values in sweep.items():
+            seen = []
+            for value in _split_sweep(values):
+                point = compose("config", overrides=[f"experiment={experiment}", f"{key}={value}"])
+                selected = OmegaConf.select(point, key if key != "mask" else "mask.name")
+                assert selected is not None, f"{ablation}: {key} is not a config key"
+                seen.append(
+                    OmegaConf.to_container(point.mask, resolve=True) if key == "mask" else selected
+                )
+            assert all(a != b for i, a in enumerate(seen) for b in seen[i + 1 :])
+
+
+def _split_sweep(values: str) -> list[str]:
+    """``"1,2,4"`` or ``"[a,b],[c,d]"`` -> the sweep's values (top-level commas only)."""
+    out, depth, current = [], 0, ""
+    for char in str(values):
+        if char == "," and depth == 0:
+            out.append(current)
+            current = ""
+            continue
+        depth += (char == "[") - (char == "]")
+        current += char
+    return [*out, current]

@@ -161,7 +161,8 @@ class Trainer:
             self.ddp = nn.parallel.DistributedDataParallel(
                 self.method,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=False,  # buffers never diverge: every rank updates alike
+                # synced once at wrap time; never per forward: every rank updates alike
+                forward_sync_buffers=False,
                 find_unused_parameters=cfg.find_unused_parameters,
             )
         module = self.ddp if self.ddp is not None else self.method
