@@ -14,12 +14,14 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from torch.distributed.tensor import DTensor
 
 from jepalab.data.sampling import ResumableBatchSampler, SampleKey
 from jepalab.experiment import build_experiment, build_trainer
 from jepalab.masks.collator import MaskCollator
 from jepalab.masks.multiblock3d import MultiBlock3DMaskGenerator
 from jepalab.train import Trainer
+from jepalab.train.checkpoint import load_latest
 from jepalab.train.distributed import detect_env, expand_nodelist, init_distributed
 
 WORLD = 2
@@ -161,6 +163,8 @@ def _ddp_worker(rank: int, port: int, cfg, out: str, crash_at: int | None) -> No
     torch.set_num_threads(1)
     trainer = build_trainer(cfg, build_experiment(cfg))
     assert trainer.dist.world_size == WORLD and trainer.dist.initialized
+    if cfg.trainer.strategy == "fsdp":  # every parameter really is a shard
+        assert all(isinstance(p, DTensor) for p in trainer.method.parameters())
     if crash_at is not None:
         step = trainer.train_step
 
@@ -176,8 +180,9 @@ def _ddp_worker(rank: int, port: int, cfg, out: str, crash_at: int | None) -> No
         losses = None
     finally:
         trainer.close()
-    result = {"losses": losses, "state": trainer.method.state_dict()}
-    torch.save(result, Path(out) / f"rank{rank}.pt")
+    # the newest checkpoint: full (unsharded) parameters whatever the strategy
+    state = load_latest(Path(cfg.run_dir) / "checkpoints")["model"]
+    torch.save({"losses": losses, "state": state}, Path(out) / f"rank{rank}.pt")
 
 
 def _distributed(cfg, out: Path, crash_at: int | None = None) -> list[dict]:
@@ -194,18 +199,22 @@ def _distributed(cfg, out: Path, crash_at: int | None = None) -> list[dict]:
 
 
 @pytest.mark.parametrize(
-    "variant,accum", [("ema", 1), ("ema", 2), ("sigreg", 1)], ids=["ema", "ema-accum2", "sigreg"]
+    "variant,accum,strategy",
+    [("ema", 1, "ddp"), ("ema", 2, "ddp"), ("sigreg", 1, "ddp"), ("ema", 2, "fsdp")],
+    ids=["ema", "ema-accum2", "sigreg", "fsdp-ema-accum2"],
 )
-def test_ddp_on_two_processes_equals_one_process(tiny_cfg, tmp_path, variant, accum):
+def test_ddp_on_two_processes_equals_one_process(tiny_cfg, tmp_path, variant, accum, strategy):
     """A few steps of 2-process DDP (gloo) give the parameters of one process with the same
     global batch of 16, within 1e-5: I-JEPA with its EMA target, and with SIGReg instead
-    (online target), whose statistic is all-reduced across the ranks."""
+    (online target), whose statistic is all-reduced across the ranks. FSDP2 (sharded
+    parameters, EMA updated shard by shard) too."""
     if variant == "sigreg":
         tiny_cfg.method.target = "online"
         tiny_cfg.method.regularizer = "sigreg"
     cfg = _configure(tiny_cfg, tmp_path / "one", 4)
     losses, params = _single(cfg)
-    ranks = _distributed(_configure(cfg, tmp_path / "ddp", 4, accum_steps=accum), tmp_path / "o")
+    cfg = _configure(cfg, tmp_path / "ddp", 4, accum_steps=accum, strategy=strategy)
+    ranks = _distributed(cfg, tmp_path / "o")
     for result in ranks:  # every rank holds the same model and saw the same global losses
         assert result["losses"] == pytest.approx(losses, rel=1e-5)
         _assert_close(params, result["state"])
@@ -214,14 +223,15 @@ def test_ddp_on_two_processes_equals_one_process(tiny_cfg, tmp_path, variant, ac
     assert any("monitor/rankme" in r for r in rows)  # monitors run on rank 0
 
 
-def test_killed_ddp_run_resumes_exactly(tiny_cfg, tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_killed_distributed_run_resumes_exactly(tiny_cfg, tmp_path, strategy):
     """Both ranks killed at step 5, after the checkpoint at step 3: the resumed 2-process
     run reproduces the uninterrupted one bit for bit, drop-path noise included (every rank's
-    RNG state is in the checkpoint)."""
+    RNG state is in the checkpoint); with FSDP the full checkpoint is re-sharded."""
     tiny_cfg.encoder.drop_path_rate = 0.2
-    cfg = _configure(tiny_cfg, tmp_path / "straight", 7, ckpt_every=3)
+    cfg = _configure(tiny_cfg, tmp_path / "straight", 7, ckpt_every=3, strategy=strategy)
     straight = _distributed(cfg, tmp_path / "o1")[0]
-    cfg = _configure(tiny_cfg, tmp_path / "killed", 7, ckpt_every=3)
+    cfg = _configure(tiny_cfg, tmp_path / "killed", 7, ckpt_every=3, strategy=strategy)
     assert _distributed(cfg, tmp_path / "o2", crash_at=5)[0]["losses"] is None
     state = torch.load(tmp_path / "killed" / "checkpoints" / "step_00000003.pt", weights_only=True)
     assert len(state["ranks"]) == WORLD
@@ -232,8 +242,9 @@ def test_killed_ddp_run_resumes_exactly(tiny_cfg, tmp_path):
         assert torch.equal(value, resumed["state"][name]), name
 
 
-def test_a_distributed_checkpoint_resumes_on_one_process(tiny_cfg, tmp_path, caplog):
-    cfg = _configure(tiny_cfg, tmp_path / "run", 2)
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_a_distributed_checkpoint_resumes_on_one_process(tiny_cfg, tmp_path, caplog, strategy):
+    cfg = _configure(tiny_cfg, tmp_path / "run", 2, strategy=strategy)
     _distributed(cfg, tmp_path / "o")
     cfg.trainer.max_steps = 3
     trainer = build_trainer(cfg, build_experiment(cfg))

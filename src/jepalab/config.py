@@ -172,6 +172,7 @@ class TrainerConfig:
     # accum_steps forward/backward passes of batch_size / (processes * accum_steps) samples
     accum_steps: int = 1
     distributed: str = "auto"  # auto: DDP when torchrun/SLURM start > 1 process | off
+    strategy: str = "ddp"  # ddp | fsdp (FSDP2 fully_shard: parameters sharded over ranks)
     dist_backend: str = "auto"  # auto (nccl on CUDA, gloo on CPU) | nccl | gloo
     find_unused_parameters: bool = False  # DDP's flag, for methods that skip parameters
     wandb: WandbConfig = field(default_factory=WandbConfig)

@@ -494,8 +494,11 @@ def train(cfg: Config) -> dict[str, Any]:
         summary["final_loss"] = losses[-1]
     if not trainer.dist.is_main:  # one process probes and writes the results
         return summary
+    encoder = exp.method.eval_encoder
+    if trainer.sharded:  # the trained modules hold shards; probe the full checkpoint
+        encoder = load_run(run_dir, trainer.device).method.eval_encoder
     if cfg.eval.probe != "none" and cfg.data.probe is not None:
-        results = probe(cfg, exp.method.eval_encoder, trainer.device)
+        results = probe(cfg, encoder, trainer.device)
         table = format_table(results)
         kind = "Linear probe" if cfg.eval.probe == "linear" else "Attentive probe"
         print(f"\n{kind} on frozen features (held-out split):\n" + table, flush=True)

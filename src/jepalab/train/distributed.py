@@ -198,3 +198,12 @@ def broadcast_object(obj: Any, env: DistEnv) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def broadcast_module(module: torch.nn.Module, env: DistEnv) -> None:
+    """Give every rank rank 0's parameters and buffers (in place)."""
+    if not env.is_distributed:
+        return
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(tensor.data, src=0)

@@ -45,7 +45,7 @@ from jepalab.data.sampling import (
 )
 from jepalab.eval.collapse import CollapseMonitor
 from jepalab.methods.base import Method
-from jepalab.train import distributed
+from jepalab.train import distributed, fsdp
 from jepalab.train.checkpoint import (
     checkpoint_path,
     load_checkpoint,
@@ -60,6 +60,7 @@ from jepalab.train.schedules import cosine, warmup_cosine
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "jepalab.train/1"
+STRATEGIES = ("ddp", "fsdp")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -152,11 +153,17 @@ class Trainer:
         self.total_steps = max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
         self.last_step = min(self.total_steps, cfg.max_steps or self.total_steps)
         self.warmup_steps = round(optim.warmup_epochs * self.steps_per_epoch)
+        if cfg.strategy not in STRATEGIES:
+            raise ValueError(f"trainer.strategy={cfg.strategy!r} is not one of {STRATEGIES}")
+        self.sharded = cfg.strategy == "fsdp" and self.dist.is_distributed
+        if self.sharded:  # before the optimiser, which must hold the sharded parameters
+            distributed.broadcast_module(self.method, self.dist)  # FSDP2 does not broadcast
+            fsdp.shard_method(self.method)
         self.optimizer = build_adamw(
             self.method, optim.lr, optim.weight_decay, tuple(optim.betas), optim.eps
         )
         self.ddp: nn.parallel.DistributedDataParallel | None = None
-        if self.dist.is_distributed:
+        if self.dist.is_distributed and not self.sharded:
             # broadcasts rank 0's parameters and buffers (EMA target included) at wrap time
             self.ddp = nn.parallel.DistributedDataParallel(
                 self.method,
@@ -222,12 +229,19 @@ class Trainer:
         """The checkpoint; in a distributed run every rank must call it (it gathers each
         rank's RNG state)."""
         ranks = distributed.all_gather_objects(self._local_state(), self.dist)
+        if self.sharded:  # gathered in full: the checkpoint does not depend on the sharding
+            model = fsdp.full_model_state(self.method)
+            optimizer = fsdp.full_optimizer_state(self.method, self.optimizer)
+        else:
+            model, optimizer = self.method.state_dict(), self.optimizer.state_dict()
         state = {
             "format": CHECKPOINT_FORMAT,
             "step": self.step,
             "total_steps": self.total_steps,
-            "model": self.method.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": model,
+            "optimizer": optimizer,
+            # "names": keyed by parameter name (FSDP); "ids": torch's per-group indices
+            "optimizer_keys": "names" if self.sharded else "ids",
             **ranks[0],
             "config": self.run_config,
         }
@@ -245,8 +259,20 @@ class Trainer:
                 state["total_steps"],
                 self.total_steps,
             )
-        self.method.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.sharded:
+            fsdp.load_full_model_state(self.method, state["model"])
+        else:
+            self.method.load_state_dict(state["model"])
+        if state.get("optimizer_keys", "ids") == "names":
+            fsdp.load_full_optimizer_state(self.method, self.optimizer, state["optimizer"])
+        elif self.sharded:
+            raise ValueError(
+                "this checkpoint's optimiser state is keyed by index (a DDP or one-process "
+                "run); trainer.strategy=fsdp resumes only FSDP checkpoints -- resume with "
+                "trainer.strategy=ddp"
+            )
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         ranks = state.get("ranks") or [state]
         local = ranks[self.dist.rank] if len(ranks) == self.dist.world_size else None
@@ -464,11 +490,11 @@ class Trainer:
             self._check_data(getattr(batch, "skipped", 0), self.micro_batch_size)
             batch = move_to(batch, self.device)
             last = index == len(batches) - 1
-            sync = (
-                self.ddp.no_sync()
-                if self.ddp is not None and not last
-                else contextlib.nullcontext()
-            )
+            sync = contextlib.nullcontext()
+            if self.ddp is not None and not last:
+                sync = self.ddp.no_sync()
+            if self.sharded:  # reduce-scatter the gradients on the last micro-batch only
+                self.method.set_requires_gradient_sync(last)
             with sync:
                 with self._autocast():
                     out = self.forward(batch)
@@ -487,9 +513,8 @@ class Trainer:
             if monitor is None:
                 monitor = out.monitor
         if self.optim_cfg.clip_grad:
-            values["grad_norm"] = float(
-                nn.utils.clip_grad_norm_(self.method.parameters(), self.optim_cfg.clip_grad)
-            )
+            norm = nn.utils.clip_grad_norm_(self.method.parameters(), self.optim_cfg.clip_grad)
+            values["grad_norm"] = float(fsdp.local_value(norm))
         self.optimizer.step()
         self.step += 1
         values.update(self.method.after_optimizer_step(self.step, self.total_steps))
