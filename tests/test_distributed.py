@@ -24,8 +24,12 @@ from jepalab.train import Trainer
 from jepalab.train.checkpoint import load_latest
 from jepalab.train.distributed import detect_env, expand_nodelist, init_distributed
 
+from .conftest import TINY_OVERRIDES
+
 WORLD = 2
 TOL = 1e-5
+# the tiny I-JEPA of the tests, for `jepalab train` in a subprocess
+CLI_OVERRIDES = [*TINY_OVERRIDES, "trainer.threads=1", "eval.probe=none"]
 
 
 # -- environment ---------------------------------------------------------------------------
@@ -259,20 +263,7 @@ def test_torchrun_launch_and_resume(tiny_cfg, tmp_path):
     """The real launcher: `torchrun --nproc_per_node 2 -m jepalab.cli train ...` stopped
     after 3 steps and started again (a requeued job) logs the losses of one process training
     6 steps on the same global batch."""
-    overrides = [
-        "encoder.embed_dim=32",
-        "encoder.depth=2",
-        "encoder.num_heads=2",
-        "predictor.embed_dim=16",
-        "predictor.depth=1",
-        "data.batch_size=16",
-        "trainer.epochs=1",
-        "trainer.progress=false",
-        "trainer.log_every=1",
-        "trainer.threads=1",
-        "optim.warmup_epochs=0.2",
-        "eval.probe=none",
-    ]
+    overrides = CLI_OVERRIDES
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run_dir = tmp_path / "requeued"
 
@@ -339,17 +330,8 @@ def test_submitit_launcher_runs_a_job(tmp_path):
         "hydra/launcher=submitit_local",
         "hydra.launcher.timeout_min=10",
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        "encoder.embed_dim=32",
-        "encoder.depth=2",
-        "encoder.num_heads=2",
-        "predictor.embed_dim=16",
-        "predictor.depth=1",
-        "data.batch_size=16",
+        *CLI_OVERRIDES,
         "trainer.max_steps=2",
-        "trainer.log_every=1",
-        "trainer.progress=false",
-        "trainer.threads=1",
-        "eval.probe=none",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
