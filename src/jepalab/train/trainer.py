@@ -130,6 +130,8 @@ class Trainer:
         num_workers: int = 0,
         run_config: dict | None = None,
     ) -> None:
+        if cfg.strategy not in STRATEGIES:
+            raise ValueError(f"trainer.strategy={cfg.strategy!r} is not one of {STRATEGIES}")
         self.cfg, self.optim_cfg = cfg, optim
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
@@ -153,8 +155,6 @@ class Trainer:
         self.total_steps = max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
         self.last_step = min(self.total_steps, cfg.max_steps or self.total_steps)
         self.warmup_steps = round(optim.warmup_epochs * self.steps_per_epoch)
-        if cfg.strategy not in STRATEGIES:
-            raise ValueError(f"trainer.strategy={cfg.strategy!r} is not one of {STRATEGIES}")
         self.sharded = cfg.strategy == "fsdp" and self.dist.is_distributed
         if self.sharded:  # before the optimiser, which must hold the sharded parameters
             distributed.broadcast_module(self.method, self.dist)  # FSDP2 does not broadcast
