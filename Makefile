@@ -26,7 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/benchmark.py $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff check src tests scripts notebooks
 
 clean:
 	rm -rf $(VENV) runs outputs multirun
