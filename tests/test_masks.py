@@ -137,3 +137,15 @@ def test_ragged_helpers():
     assert [s.tolist() for s in r.trimmed(1).sequences()] == [[3], [1], [7]]
     with pytest.raises(ValueError, match="equal-length"):
         r.to_dense()
+
+
+def test_relaxed_context_is_counted_and_warned_about_rarely(caplog):
+    # on a 4x4 grid four large targets leave fewer than 8 context tokens most of the time
+    gen = MultiBlockMaskGenerator((4, 4), target_scale=(0.3, 0.4), min_keep=8)
+    with caplog.at_level("WARNING", logger="jepalab.masks.multiblock"):
+        batch = gen(64, np.random.default_rng(0))
+    assert (batch.context.lengths >= 8).all()
+    relaxed = gen.num_relaxed
+    assert relaxed > 16
+    warnings = [r for r in caplog.records if "below min_keep=8" in r.getMessage()]
+    assert len(warnings) == int(np.log2(relaxed)) + 1  # at the 1st, 2nd, 4th, ... relaxation

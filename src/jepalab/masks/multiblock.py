@@ -199,6 +199,15 @@ class MultiBlockMaskGenerator:
                 if mask.sum() >= self.min_keep:
                     if relaxed:
                         self.num_relaxed += 1
+                        n = self.num_relaxed
+                        if n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th, ... time: not every batch
+                            log.warning(
+                                "context mask below min_keep=%d: relaxed the target constraints "
+                                "(%d sample(s) so far; small grids need a lower mask.min_keep "
+                                "or smaller target blocks)",
+                                self.min_keep,
+                                n,
+                            )
                     return mask
             if not constraints:
                 raise RuntimeError(
@@ -207,7 +216,6 @@ class MultiBlockMaskGenerator:
                 )
             constraints.pop()
             relaxed = True
-            log.warning("context mask below min_keep: relaxing target constraints")
 
     # -- sampling ---------------------------------------------------------------------------
     def __call__(self, batch_size: int, rng: np.random.Generator) -> MaskBatch:
