@@ -128,6 +128,7 @@ def _two_rooms_batch(batch=16, steps=5, seed=0, img=16):
         frames=frames,
         actions=torch.from_numpy(actions).float(),
         states=torch.from_numpy(path).float(),
+        step=0,
     )
 
 
@@ -143,20 +144,24 @@ def _method(**kw) -> ActionConditioned:
     return ActionConditioned(encoder, predictor, **kw)
 
 
-@pytest.mark.parametrize("use_states", [False, True])
-def test_teacher_forcing_and_rollout_losses_decrease(use_states):
-    method = _method(auto_steps=3, use_states=use_states)
-    encoder_before = {k: v.clone() for k, v in method.encoder.state_dict().items()}
-    optim = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=2e-3)
-    batch = _two_rooms_batch()
+def _fit(method, batch, keys, steps=40, lr=2e-3):
+    """AdamW steps on one batch; the metrics ``keys`` of every step and the last output."""
+    optim = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=lr)
     history = []
-    for _ in range(40):
+    for _ in range(steps):
         out = method(batch)
         optim.zero_grad()
         out.loss.backward()
         optim.step()
-        m = out.metrics
-        history.append((float(m["loss_teacher_forcing"]), float(m["loss_rollout"])))
+        history.append([float(out.metrics[k]) for k in keys])
+    return history, out
+
+
+@pytest.mark.parametrize("use_states", [False, True])
+def test_teacher_forcing_and_rollout_losses_decrease(use_states):
+    method = _method(auto_steps=3, use_states=use_states)
+    encoder_before = {k: v.clone() for k, v in method.encoder.state_dict().items()}
+    history, _ = _fit(method, _two_rooms_batch(), ("loss_teacher_forcing", "loss_rollout"))
     first, last = np.mean(history[:3], 0), np.mean(history[-3:], 0)
     assert last[0] < 0.7 * first[0] and last[1] < 0.7 * first[1], (first, last)
     # the frozen encoder is untouched and has no gradients
@@ -242,3 +247,132 @@ def test_latent_energy_scores_all_candidates_in_one_batched_rollout(energy):
     frame = model.frames(obs)
     assert frame.shape == (1, 16, 16)
     torch.testing.assert_close(frame.mean(), torch.tensor(float(obs.mean()) / 255 - 0.05) / 0.15)
+
+
+# -- one pooled latent per frame, trained end to end (LeWorldModel / PLDM) --------------------
+def _pooled_method(**kw) -> ActionConditioned:
+    from jepalab.methods.regularizers import SIGReg
+
+    torch.manual_seed(0)
+    encoder = VisionTransformer(
+        img_size=16, patch_size=4, in_chans=1, embed_dim=32, depth=2, num_heads=2
+    )
+    predictor = ActionConditionedPredictor(
+        (1, 1), 32, action_dim=2, embed_dim=32, depth=2, num_heads=2
+    )
+    kwargs = dict(
+        auto_steps=3,
+        trainable_encoder_blocks=-1,
+        frame_pooling="mean",
+        regularizer=SIGReg(num_slices=64),
+        regularizer_weight=0.1,
+    )
+    kwargs.update(kw)
+    return ActionConditioned(encoder, predictor, **kwargs)
+
+
+def test_pooled_latent_is_the_mean_of_the_encoder_tokens():
+    method = _pooled_method().double()
+    frames = _two_rooms_batch(batch=3, steps=4).frames.double()
+    z = method.encode(frames)  # training mode: standardised over the 12 frames
+    assert z.shape == (3, 4, 1, 32)
+    tokens = method.encoder(frames.flatten(0, 1)).unflatten(0, (3, 4))
+    pooled = tokens.mean(2)
+    mean, var = pooled.mean((0, 1)), pooled.var((0, 1), unbiased=False)
+    torch.testing.assert_close(z[:, :, 0], (pooled - mean) / (var + 1e-5).sqrt())
+    # evaluation (planning): the running statistics, one image at a time
+    method.eval()
+    single = method.encode(frames[:1, :1])
+    bn = method.latent_norm
+    expected = (pooled[0, 0] - bn.running_mean) / (bn.running_var + 1e-5).sqrt()
+    torch.testing.assert_close(single[0, 0, 0], expected)
+
+
+def test_target_grad_trains_the_encoder_through_the_targets_too():
+    batch = _two_rooms_batch(batch=4)
+    grads = {}
+    for target_grad in (False, True):
+        method = _pooled_method(target_grad=target_grad, regularizer_weight=0.0)
+        method(batch).loss.backward()
+        grads[target_grad] = method.encoder.patch_embed.proj.weight.grad.clone()
+    assert grads[False].abs().sum() > 0  # through the predictor's inputs
+    assert not torch.allclose(grads[False], grads[True])  # and, with target_grad, the targets
+    # and a direct computation of the end-to-end loss gives the same gradient
+    method = _pooled_method(target_grad=True, regularizer_weight=0.0)
+    z = method.encode(batch.frames)
+    teacher = method.predictor(z[:, :-1], batch.actions)
+    rolled = method.predictor.rollout(z[:, 0], batch.actions[:, :3])
+    loss = (teacher - z[:, 1:]).abs().mean() + (rolled - z[:, 1:4]).abs().mean()
+    loss.backward()
+    torch.testing.assert_close(method.encoder.patch_embed.proj.weight.grad, grads[True])
+
+
+def test_pooled_end_to_end_training_spreads_the_latents_and_learns_the_dynamics():
+    method = _pooled_method(target_grad=True)
+    batch = _two_rooms_batch(batch=32, steps=5)
+    history, out = _fit(method, batch, ("sigreg", "loss_teacher_forcing"))
+    first, last = np.mean(history[:3], 0), np.mean(history[-3:], 0)
+    assert last[0] < 0.5 * first[0], (first, last)  # SIGReg keeps the latents from collapse
+    assert float(out.metrics["target_std"]) > 0.1
+    # the prediction error is below copying the previous latent
+    assert float(out.metrics["loss_teacher_forcing"]) < float(out.metrics["copy_baseline"])
+
+
+def test_pooling_and_target_grad_are_checked():
+    with pytest.raises(ValueError, match="frame_pooling='max'"):
+        _pooled_method(frame_pooling="max")
+    with pytest.raises(ValueError, match="grid_size=\\(1, 1\\)"):
+        _method(frame_pooling="mean")
+    with pytest.raises(ValueError, match="target_grad=true"):
+        _pooled_method(target_grad=True, regularizer=None)
+    with pytest.raises(ValueError, match="frozen"):
+        _pooled_method(target_grad=True, trainable_encoder_blocks=0)
+
+
+# -- does the latent distance track the true distance? ----------------------------------------
+class _DotCentroid(torch.nn.Module):
+    """A perfect position encoder: the intensity-weighted centroid of the bright dot."""
+
+    grid_size = (1, 1)
+    embed_dim = 2
+
+    def forward(self, x):
+        img = x[:, 0].clamp_min(0.0) * (x[:, 0] > 0.9 * x[:, 0].amax((-2, -1), keepdim=True))
+        ys, xs = torch.meshgrid(
+            torch.arange(img.shape[-2], dtype=x.dtype),
+            torch.arange(img.shape[-1], dtype=x.dtype),
+            indexing="ij",
+        )
+        mass = img.sum((-2, -1))
+        return torch.stack([(img * xs).sum((-2, -1)), (img * ys).sum((-2, -1))], -1)[
+            :, None
+        ] / mass[:, None, None]
+
+
+def test_spearman_of_known_orderings():
+    from jepalab.planning.world_model import spearman
+
+    x = np.random.default_rng(0).random(50)
+    assert spearman(x, np.exp(3 * x)) == pytest.approx(1.0)
+    assert spearman(x, -x) == pytest.approx(-1.0)
+    assert abs(spearman(x, np.random.default_rng(1).random(50))) < 0.4
+
+
+def test_latent_distance_profile_separates_a_position_encoder_from_a_flat_one():
+    from jepalab.planning.world_model import LatentWorldModel, latent_distance_profile
+
+    predictor = ActionConditionedPredictor((1, 1), 2, action_dim=2, embed_dim=8, depth=1,
+                                           num_heads=1)
+    world = TwoRooms()
+    perfect = ActionConditioned(_DotCentroid(), predictor, frame_pooling="mean")
+    # the centroid encoder sees 64x64 frames; frame_pooling=mean averages its single token
+    profile = latent_distance_profile(LatentWorldModel(perfect), world, pairs=200, seed=3)
+    assert profile["spearman"] > 0.95
+    means = list(profile["mean_by_distance"].values())
+    assert means == sorted(means)  # grows with the true distance, bin after bin
+    flat = _method()
+    flat.encoder = VisionTransformer(
+        img_size=64, patch_size=16, in_chans=1, embed_dim=32, depth=1, num_heads=2
+    )
+    profile = latent_distance_profile(LatentWorldModel(flat), world, pairs=200, seed=3)
+    assert profile["spearman"] < 0.95

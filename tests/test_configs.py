@@ -48,8 +48,12 @@ def test_every_experiment_composes_and_builds(experiment, tmp_path, request):
     assert cfg.name == experiment
     if cfg.method.name == "action":
         exp = build_experiment(cfg)
-        assert exp.method.encoder.grid_size == exp.method.predictor.grid_size
-        assert exp.method.encoder_frozen
+        if cfg.method.frame_pooling == "mean":  # one latent per frame, trained end to end
+            assert exp.method.predictor.grid_size == (1, 1)
+            assert not exp.method.encoder_frozen and exp.method.regularizer is not None
+        else:
+            assert exp.method.encoder.grid_size == exp.method.predictor.grid_size
+            assert exp.method.encoder_frozen
         window = exp.dataset[0]
         frames = window["frames"]
         assert frames.shape[0] == cfg.data.params.num_frames

@@ -67,3 +67,36 @@ def test_plan_rejects_a_checkpoint_that_is_not_action_conditioned(tiny_cfg, tmp_
     train(tiny_cfg)
     with pytest.raises(ValueError, match="not an action-conditioned checkpoint"):
         load_action_model(tiny_cfg.run_dir)
+
+
+def test_end_to_end_world_model_trains_resumes_and_plans_from_the_cli(tmp_path, capsys):
+    """experiment=two_rooms_wm: no pretrained encoder; one batch-standardised latent per frame;
+    the plan output reports how the latent distance tracks the true distance."""
+    data = tmp_path / "two_rooms"
+    assert main(["collect", "--out", str(data), "--episodes", "20", "--length", "12",
+                 "--no-progress"]) == 0
+    tiny = [o for o in TINY_OVERRIDES if not o.startswith("data.batch_size")]
+    run = tmp_path / "wm"
+    args = [
+        "train", "experiment=two_rooms_wm", *tiny, "data.batch_size=8",
+        "data.params.frame_skip=2", f"data.params.root={data}", f"run_dir={run}",
+    ]
+    assert main([*args, "trainer.max_steps=2"]) == 0
+    method, stored = load_action_model(run)
+    assert stored["method"]["frame_pooling"] == "mean" and method.latent_norm is not None
+    assert method.predictor.num_patches == 1
+    # the batch statistics of training are in the checkpoint (planning uses them)
+    assert int(method.latent_norm.num_batches_tracked) == 2
+    assert main([*args, "trainer.max_steps=3"]) == 0  # resumes from step 2
+    method, _ = load_action_model(run)
+    assert int(method.latent_norm.num_batches_tracked) == 3
+    capsys.readouterr()
+    assert main([
+        "plan", str(run), "--episodes", "1", "--samples", "16", "--elites", "4",
+        "--iterations", "2", "--horizon", "2", "--max-steps", "4", "--profile-pairs", "40",
+    ]) == 0
+    assert "latent distance vs true distance over 40 random position pairs" in (
+        capsys.readouterr().out
+    )
+    profile = json.loads((run / "plan.json").read_text())["latent_distance"]
+    assert -1.0 <= profile["spearman"] <= 1.0 and profile["pairs"] == 40

@@ -123,6 +123,10 @@ class MethodConfig:
     auto_steps: int = 2  # rollout-loss steps (V-JEPA 2-AC: 2)
     trainable_encoder_blocks: int = 0  # 0 frozen (paper), k: last k blocks, -1: all
     use_states: bool = False  # feed proprioceptive states as a token per step
+    # none: every patch token of a frame (V-JEPA 2-AC) | mean: one pooled token per frame
+    frame_pooling: str = "none"
+    # false: targets without gradient (V-JEPA 2-AC) | true: end to end (LeWorldModel)
+    target_grad: bool = False
 
 
 @dataclass

@@ -381,16 +381,17 @@ def build_action_model(
         for key, value in asdict(enc_cfg).items():
             setattr(cfg.encoder, key, value)
     else:
-        if load_encoder:
+        if load_encoder and m.trainable_encoder_blocks == 0:
             log.warning(
                 "method.encoder_checkpoint is not set: the action-conditioned predictor is "
                 "trained on a randomly initialised frozen encoder"
             )
         encoder = build_encoder(cfg.encoder)
     p = cfg.predictor
+    pooled = m.frame_pooling == "mean"  # one latent per frame (validated by the method)
     predictor = create_predictor(
         p.name,
-        grid_size=tuple(encoder.grid_size[-2:]),
+        grid_size=(1, 1) if pooled else tuple(encoder.grid_size[-2:]),
         encoder_dim=encoder.embed_dim,
         action_dim=action_dim,
         state_dim=state_dim if m.use_states else 0,
@@ -407,6 +408,8 @@ def build_action_model(
         loss_exp=m.loss_exp,
         trainable_encoder_blocks=m.trainable_encoder_blocks,
         use_states=m.use_states,
+        frame_pooling=m.frame_pooling,
+        target_grad=m.target_grad,
         **regularization(cfg),
     )
 

@@ -37,7 +37,7 @@ from jepalab.planning import (
     evaluate,
     save_episode_picture,
 )
-from jepalab.planning.world_model import ENERGIES, LatentWorldModel
+from jepalab.planning.world_model import ENERGIES, LatentWorldModel, latent_distance_profile
 from jepalab.train.checkpoint import load_checkpoint, resolve_checkpoint
 from jepalab.train.trainer import resolve_device
 
@@ -98,6 +98,7 @@ class PlanSettings:
     action_repeat: int | None = None  # None: the training data's frame_skip
     max_steps: int | None = None  # None: the environment's (200)
     baselines: bool = False
+    profile_pairs: int = 300  # position pairs of the latent-vs-true distance check; 0: skip
     picture: str | None = None  # None: <run dir>/plan_episode.png
     out: str | None = None  # None: <run dir>/plan.json
     device: str = "auto"
@@ -139,6 +140,12 @@ def run(settings: PlanSettings) -> dict[str, Any]:
     world_model = LatentWorldModel(
         method, params.get("mean", 0.0), params.get("std", 1.0), settings.energy, device
     )
+    profile = None
+    if settings.profile_pairs > 0:
+        profile = latent_distance_profile(
+            world_model, TwoRooms(env_cfg), settings.profile_pairs, settings.seed
+        )
+        log.info("latent vs true distance: Spearman %.3f", profile["spearman"])
     bound = env_cfg.max_speed * action_repeat
     loop = dict(execute=settings.execute, action_repeat=action_repeat, max_steps=settings.max_steps)
     policies: dict[str, Any] = {
@@ -165,11 +172,14 @@ def run(settings: PlanSettings) -> dict[str, Any]:
         "settings": asdict(settings) | {"action_repeat": action_repeat},
         "environment": asdict(env_cfg),
         "results": rows,
+        "latent_distance": profile,
         "picture": str(picture),
     }
     out = Path(settings.out or run_dir / "plan.json")
     out.write_text(json.dumps(summary, indent=2))
     print(format_results(rows, settings), flush=True)
+    if profile is not None:
+        print(format_profile(profile), flush=True)
     print(f"picture of episode 0: {picture}\nsummary: {out}", flush=True)
     return summary
 
@@ -195,6 +205,15 @@ def format_results(rows: dict[str, dict], settings: PlanSettings) -> str:
             f"{r['plan_seconds_per_replan']:>12.3f}"
         )
     return "\n".join(lines)
+
+
+def format_profile(profile: dict) -> str:
+    """One line per distance bin: the energy's slope that the planner follows."""
+    bins = ", ".join(f"{k} {v:.3f}" for k, v in profile["mean_by_distance"].items())
+    return (
+        f"latent distance vs true distance over {profile['pairs']} random position pairs: "
+        f"Spearman {profile['spearman']:.3f}; mean latent L1 by true distance: {bins}"
+    )
 
 
 def parse_args(argv: Sequence[str]) -> PlanSettings:

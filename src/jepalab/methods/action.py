@@ -18,6 +18,14 @@ nothing but the predictor pulls the features together (no EMA guards against col
 the logged ``target_std``, or add a regulariser of the features: ``method.regularizer=sigreg``
 makes the loss ``(1 - λ) * (teacher_forcing + rollout) + λ * SIGReg``, see
 :mod:`jepalab.methods.regularizers`).
+
+**End to end** (LeWorldModel, Maes et al. 2026; PLDM, Sobal et al. 2025): with
+``frame_pooling="mean"`` every frame is one latent (the mean of its tokens, layer-normed), and
+with ``target_grad=True`` the encoder is trained from scratch through inputs *and* targets, the
+regulariser alone keeping the latents spread. Planning needs an energy that falls steadily
+as the agent nears the goal; one pooled latent per frame shaped by the dynamics gives it, where
+the patch features of a frozen image encoder change only when the agent's patch changes
+(``docs/planning.md``).
 """
 
 from __future__ import annotations
@@ -29,18 +37,27 @@ from torch import Tensor, nn
 from jepalab.methods.base import Method, MethodOutput, MonitorInputs
 from jepalab.methods.regularizers import REGULARIZE_ON
 
+FRAME_POOLING = ("none", "mean")
 
-def encode_frames(encoder: nn.Module, frames: Tensor) -> Tensor:
+
+def encode_frames(encoder: nn.Module, frames: Tensor, pooling: str = "none") -> Tensor:
     """Layer-normed features of every frame, each encoded on its own.
 
     Args:
         encoder: an image encoder (``(B, C, H, W) -> (B, N, D)``), or a video encoder with
             ``num_frames == tubelet_size`` (the frame is repeated into one tubelet).
         frames: ``(B, T, C, H, W)``.
+        pooling: ``"none"``: every patch token, layer-normed without affine (V-JEPA 2-AC);
+            ``"mean"``: one latent per frame (``N = 1``), the mean of the encoder's output
+            tokens, *not* layer-normed again: a per-latent norm would pin its length, most of
+            which is the constant image of the fixed walls, and leave the regulariser no way
+            to centre and spread the latents (tried: SIGReg stayed at its collapsed value).
 
     Returns:
         ``(B, T, N, D)``.
     """
+    if pooling not in FRAME_POOLING:
+        raise ValueError(f"method.frame_pooling={pooling!r} is not one of {FRAME_POOLING}")
     b, t = frames.shape[:2]
     x = frames.reshape(b * t, *frames.shape[2:])
     num_frames = getattr(encoder, "num_frames", 1)
@@ -52,6 +69,8 @@ def encode_frames(encoder: nn.Module, frames: Tensor) -> Tensor:
             )
         x = x[:, :, None].expand(-1, -1, num_frames, -1, -1)
     features = encoder(x)
+    if pooling == "mean":
+        return features.mean(dim=1, keepdim=True).reshape(b, t, 1, features.shape[-1])
     return F.layer_norm(features, features.shape[-1:]).reshape(b, t, *features.shape[1:])
 
 
@@ -94,6 +113,13 @@ class ActionConditioned(Method):
         regularizer_weight: ``λ`` in ``(1 - λ) * prediction + λ * regularizer``.
         regularize_on: ``"pooled"`` (one mean per frame, default) or ``"tokens"`` (every
             patch token of every frame).
+        frame_pooling: ``"none"`` (every patch token, V-JEPA 2-AC) or ``"mean"`` (one latent
+            per frame, as PLDM / LeWorldModel plan with; the predictor then has
+            ``grid_size=(1, 1)``): the mean of the frame's tokens, standardised by a
+            ``BatchNorm1d`` (batch statistics in training, running ones at evaluation), as
+            LeWorldModel's projector does.
+        target_grad: let the targets carry gradient into a trainable encoder (end-to-end
+            training, LeWorldModel; Maes et al. 2026); needs a regulariser against collapse.
     """
 
     def __init__(
@@ -107,6 +133,8 @@ class ActionConditioned(Method):
         regularizer: nn.Module | None = None,
         regularizer_weight: float = 0.0,
         regularize_on: str = "pooled",
+        frame_pooling: str = "none",
+        target_grad: bool = False,
     ) -> None:
         super().__init__()
         if auto_steps < 1:
@@ -135,6 +163,29 @@ class ActionConditioned(Method):
             )
         self.regularizer = regularizer
         self.regularizer_weight, self.regularize_on = float(regularizer_weight), regularize_on
+        if frame_pooling not in FRAME_POOLING:
+            raise ValueError(
+                f"method.frame_pooling={frame_pooling!r} is not one of {FRAME_POOLING}"
+            )
+        if frame_pooling == "mean" and getattr(predictor, "num_patches", 1) != 1:
+            raise ValueError(
+                "method.frame_pooling=mean gives one token per frame, but the predictor expects "
+                f"{predictor.num_patches}: build it with grid_size=(1, 1)"
+            )
+        if target_grad and (self.encoder_frozen or regularizer is None):
+            raise ValueError(
+                "method.target_grad=true trains the encoder through the targets too, which "
+                "collapses without a regulariser: it needs trainable_encoder_blocks != 0 and "
+                "method.regularizer=sigreg|vicreg"
+            )
+        self.frame_pooling, self.target_grad = frame_pooling, bool(target_grad)
+        # The pooled latent is mostly the constant image of the static scene (walls), and the
+        # agent moves one token of many: a batch standardisation removes the constant and
+        # gives every dimension unit spread from the first step, so the regulariser shapes the
+        # distribution instead of slowly growing the scale (without it SIGReg barely moved
+        # from its collapsed value in 100s of steps).
+        dim = getattr(encoder, "embed_dim", None)
+        self.latent_norm = nn.BatchNorm1d(dim) if frame_pooling == "mean" else None
 
     @property
     def encoder_frozen(self) -> bool:
@@ -153,7 +204,10 @@ class ActionConditioned(Method):
     def encode(self, frames: Tensor) -> Tensor:
         """``(B, T, C, H, W)`` frames -> ``(B, T, N, D)`` layer-normed features."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_frozen):
-            return encode_frames(self.encoder, frames)
+            z = encode_frames(self.encoder, frames, self.frame_pooling)
+        if self.latent_norm is not None:
+            z = self.latent_norm(z.flatten(0, 2)).view(z.shape)
+        return z
 
     def _l1(self, prediction: Tensor, target: Tensor) -> Tensor:
         diff = (prediction - target.to(prediction.dtype)).abs()
@@ -174,7 +228,8 @@ class ActionConditioned(Method):
             )
         states = batch.states if self.use_states else None
         features = self.encode(frames)
-        target = features.detach()  # a trainable encoder learns through the inputs only
+        # without target_grad a trainable encoder learns through the predictor's inputs only
+        target = features if self.target_grad else features.detach()
         teacher = self.predictor(
             features[:, :-1], actions, None if states is None else states[:, :-1]
         )
@@ -191,9 +246,10 @@ class ActionConditioned(Method):
             # features barely changing between frames make prediction trivial: compare the
             # loss with this copy-the-last-frame baseline
             "copy_baseline": self._l1(target[:, :-1], target[:, 1:]).detach(),
-            "target_std": target.float().std(dim=(0, 1, 2)).mean(),
+            "target_std": target.detach().float().std(dim=(0, 1, 2)).mean(),
         }
         d = target.shape[-1]
+        target = target.detach()  # the monitors and metrics below carry no gradient
         predictions = torch.cat([teacher.detach().reshape(-1, d), rolled.detach().reshape(-1, d)])
         targets = torch.cat([target[:, 1:].reshape(-1, d), target[:, 1 : k + 1].reshape(-1, d)])
         groups = torch.cat(

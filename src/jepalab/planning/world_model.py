@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from jepalab.methods.action import ActionConditioned, encode_frames
+from jepalab.methods.action import ActionConditioned
 from jepalab.planning.base import EnergyFn
 
 Energy = Literal["final", "sum", "min"]
@@ -74,7 +74,7 @@ class LatentWorldModel:
     @torch.no_grad()
     def encode(self, image: np.ndarray) -> Tensor:
         """``(N, D)`` layer-normed features of one image."""
-        return encode_frames(self.method.encoder, self.frames(image)[None, None])[0, 0]
+        return self.method.encode(self.frames(image)[None, None])[0, 0]
 
     def make_energy(self, observation: np.ndarray, goal_observation: np.ndarray) -> EnergyFn:
         """The energy of candidate sequences from ``observation`` towards the goal image."""
@@ -92,3 +92,52 @@ class LatentWorldModel:
             return distance.sum(1) if self.energy == "sum" else distance.amin(1)
 
         return energy_fn
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = np.arange(len(values), dtype=np.float64)
+    return ranks
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman rank correlation of two 1-D samples (no tie correction: continuous data)."""
+    rx, ry = _ranks(np.asarray(x, np.float64)), _ranks(np.asarray(y, np.float64))
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    return float((rx * ry).sum() / np.sqrt((rx * rx).sum() * (ry * ry).sum()))
+
+
+DISTANCE_BINS = (0.0, 5.0, 10.0, 20.0, 30.0, 45.0, 100.0)
+
+
+@torch.no_grad()
+def latent_distance_profile(
+    world_model: LatentWorldModel,
+    world,
+    pairs: int = 300,
+    seed: int = 0,
+    bins: tuple[float, ...] = DISTANCE_BINS,
+) -> dict:
+    """How well the encoder's latent distance tracks the true distance between positions —
+    the slope the planner's energy needs (an energy that is flat beyond a few pixels gives MPC
+    nothing to follow towards a far goal).
+
+    ``pairs`` random pairs of free positions of ``world`` (a :class:`~jepalab.envs.TwoRooms`)
+    are rendered and encoded; the latent distance is the energy's mean L1 between the two
+    encodings. Returns the Spearman correlation with the Euclidean distance over all pairs and
+    the mean latent distance per Euclidean-distance bin (pixels).
+    """
+    rng = np.random.default_rng(seed)
+    a, b = world.sample_positions(rng, pairs), world.sample_positions(rng, pairs)
+    images = world.render(np.concatenate([a, b]))
+    frames = torch.stack([world_model.frames(image) for image in images])
+    z = world_model.method.encode(frames[:, None])[:, 0]  # (2P, N, D)
+    latent = (z[:pairs] - z[pairs:]).abs().mean(dim=(-2, -1)).cpu().numpy()
+    true = np.linalg.norm(a - b, axis=-1)
+    profile = {}
+    for lo, hi in zip(bins[:-1], bins[1:], strict=False):
+        inside = (true >= lo) & (true < hi)
+        if inside.any():
+            profile[f"{lo:g}-{hi:g}px"] = float(latent[inside].mean())
+    return {"spearman": spearman(latent, true), "pairs": pairs, "mean_by_distance": profile}

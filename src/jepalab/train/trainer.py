@@ -100,6 +100,10 @@ def move_to(obj: Any, device: torch.device) -> Any:
     return obj
 
 
+def _has_batch_norm(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
 class Trainer:
     """Trains a :class:`Method` on a dataset.
 
@@ -163,6 +167,17 @@ class Trainer:
             self.method, optim.lr, optim.weight_decay, tuple(optim.betas), optim.eps
         )
         self.ddp: nn.parallel.DistributedDataParallel | None = None
+        if self.dist.is_distributed and _has_batch_norm(self.method):
+            # a pooled world-model latent is batch-standardised: statistics over the global
+            # batch on GPUs; SyncBatchNorm has no CPU kernel, so gloo runs keep per-rank ones
+            if self.device.type == "cuda":
+                self.method = nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
+            else:
+                log.warning(
+                    "BatchNorm statistics are per process on %s (SyncBatchNorm needs CUDA): "
+                    "results differ slightly from one process with the same global batch",
+                    self.device.type,
+                )
         if self.dist.is_distributed and not self.sharded:
             # broadcasts rank 0's parameters and buffers (EMA target included) at wrap time
             self.ddp = nn.parallel.DistributedDataParallel(
