@@ -2,10 +2,11 @@
 
 The issue's reference point: CEM with 300 samples x horizon 5 x 10 iterations. Every
 iteration scores all candidates in one batched, KV-cached predictor rollout. The model has
-the shapes of ``experiment=two_rooms_ac`` (weights do not change the cost; pass
-``--checkpoint`` to time a trained run instead).
+the shapes of ``--experiment`` (default ``two_rooms_ac``: 16 patch tokens per frame;
+``two_rooms_wm``: one latent per frame); weights do not change the cost; pass ``--checkpoint``
+to time a trained run instead.
 
-    python scripts/benchmark_planning.py [--samples 300] [--horizon 5] [--iterations 10]
+    python scripts/benchmark_planning.py [--experiment two_rooms_wm] [--samples 300] [--horizon 5]
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from jepalab.planning.world_model import LatentWorldModel
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--experiment", default="two_rooms_ac")
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--elites", type=int, default=30)
     parser.add_argument("--horizon", type=int, default=5)
@@ -45,7 +47,7 @@ def main() -> None:
     else:
         register_configs()
         with initialize_config_dir(str(config_dir()), version_base="1.3"):
-            cfg = compose("config", overrides=["experiment=two_rooms_ac"])
+            cfg = compose("config", overrides=[f"experiment={args.experiment}"])
         torch.manual_seed(0)
         method = build_action_model(cfg, action_dim=2, state_dim=0, load_encoder=False)
     model = LatentWorldModel(method, 0.046, 0.145, "min", args.device)
@@ -73,6 +75,8 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "mpc_planning_step",
         "planner": "cem",
+        "experiment": None if args.checkpoint else args.experiment,
+        "checkpoint": args.checkpoint,
         "samples": args.samples,
         "horizon": args.horizon,
         "iterations": args.iterations,

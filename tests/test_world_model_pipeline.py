@@ -94,6 +94,7 @@ def test_end_to_end_world_model_trains_resumes_and_plans_from_the_cli(tmp_path, 
     assert main([
         "plan", str(run), "--episodes", "1", "--samples", "16", "--elites", "4",
         "--iterations", "2", "--horizon", "2", "--max-steps", "4", "--profile-pairs", "40",
+        "--no-progress",
     ]) == 0
     assert "latent distance vs true distance over 40 random position pairs" in (
         capsys.readouterr().out

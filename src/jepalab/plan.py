@@ -103,6 +103,7 @@ class PlanSettings:
     out: str | None = None  # None: <run dir>/plan.json
     device: str = "auto"
     threads: int | None = None
+    progress: bool = True  # a progress bar over the episodes of each policy
 
 
 def build_planner(settings: PlanSettings, world_model: LatentWorldModel, bound: float):
@@ -159,7 +160,10 @@ def run(settings: PlanSettings) -> dict[str, Any]:
     rows, episodes = {}, {}
     for name, policy in policies.items():
         start = time.perf_counter()
-        result = evaluate(TwoRoomsEnv(env_cfg), policy, settings.episodes, settings.seed, **loop)
+        label = name if settings.progress else None
+        result = evaluate(
+            TwoRoomsEnv(env_cfg), policy, settings.episodes, settings.seed, label, **loop
+        )
         episodes[name] = result.pop("episodes")
         result["wall_seconds"] = time.perf_counter() - start
         rows[name] = result
@@ -226,7 +230,7 @@ def parse_args(argv: Sequence[str]) -> PlanSettings:
     hints = typing.get_type_hints(PlanSettings)
     choices = {"planner": ("cem", "mppi"), "energy": ENERGIES}
     for field in fields(PlanSettings):
-        if field.name in ("checkpoint", "baselines"):
+        if field.name in ("checkpoint", "baselines", "progress"):
             continue
         kind = [t for t in typing.get_args(hints[field.name]) if t is not type(None)]
         parser.add_argument(
@@ -237,6 +241,9 @@ def parse_args(argv: Sequence[str]) -> PlanSettings:
         )
     parser.add_argument(
         "--baselines", action="store_true", help="also evaluate a random and a greedy policy"
+    )
+    parser.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="no progress bars"
     )
     return PlanSettings(**vars(parser.parse_args(list(argv))))
 

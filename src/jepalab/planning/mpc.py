@@ -21,6 +21,7 @@ from typing import Literal, Protocol
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from jepalab.envs.two_rooms import TwoRoomsEnv
 from jepalab.planning.base import PlanResult
@@ -177,6 +178,7 @@ def evaluate(
     planner: Planner,
     episodes: int,
     seed: int = 0,
+    progress: str | None = None,
     **loop_kwargs,
 ) -> dict:
     """Success rate and cost of ``planner`` over ``episodes`` seeded episodes.
@@ -189,6 +191,8 @@ def evaluate(
         planner: see :class:`Planner`.
         episodes: how many episodes.
         seed: seed of the first episode.
+        progress: a label for a progress bar over the episodes (running success rate);
+            ``None``: no bar.
         **loop_kwargs: passed to :func:`run_episode` (``execute``, ``action_repeat``, ...).
 
     Returns:
@@ -199,7 +203,12 @@ def evaluate(
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     env = env if isinstance(env, TwoRoomsEnv) else env()
-    results = [run_episode(env, planner, seed=seed + i, **loop_kwargs) for i in range(episodes)]
+    results: list[EpisodeResult] = []
+    with tqdm(total=episodes, desc=progress, disable=progress is None, unit="episode") as bar:
+        for i in range(episodes):
+            results.append(run_episode(env, planner, seed=seed + i, **loop_kwargs))
+            bar.update()
+            bar.set_postfix(success=f"{np.mean([r.success for r in results]):.0%}")
     seconds = [s for r in results for s in r.plan_seconds]
     total_steps = sum(r.steps for r in results)
     return {
