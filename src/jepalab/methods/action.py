@@ -20,7 +20,8 @@ makes the loss ``(1 - λ) * (teacher_forcing + rollout) + λ * SIGReg``, see
 :mod:`jepalab.methods.regularizers`).
 
 **End to end** (LeWorldModel, Maes et al. 2026; PLDM, Sobal et al. 2025): with
-``frame_pooling="mean"`` every frame is one latent (the mean of its tokens, layer-normed), and
+``frame_pooling="mean"`` every frame is one latent (the mean of its tokens, batch-standardised),
+and
 with ``target_grad=True`` the encoder is trained from scratch through inputs *and* targets, the
 regulariser alone keeping the latents spread. Planning needs an energy that falls steadily
 as the agent nears the goal; one pooled latent per frame shaped by the dynamics gives it, where
@@ -40,24 +41,22 @@ from jepalab.methods.regularizers import REGULARIZE_ON
 FRAME_POOLING = ("none", "mean")
 
 
-def encode_frames(encoder: nn.Module, frames: Tensor, pooling: str = "none") -> Tensor:
-    """Layer-normed features of every frame, each encoded on its own.
+def encode_frames(encoder: nn.Module, frames: Tensor, pool: bool = False) -> Tensor:
+    """Features of every frame, each encoded on its own.
 
     Args:
         encoder: an image encoder (``(B, C, H, W) -> (B, N, D)``), or a video encoder with
             ``num_frames == tubelet_size`` (the frame is repeated into one tubelet).
         frames: ``(B, T, C, H, W)``.
-        pooling: ``"none"``: every patch token, layer-normed without affine (V-JEPA 2-AC);
-            ``"mean"``: one latent per frame (``N = 1``), the mean of the encoder's output
-            tokens, *not* layer-normed again: a per-latent norm would pin its length, most of
-            which is the constant image of the fixed walls, and leave the regulariser no way
-            to centre and spread the latents (tried: SIGReg stayed at its collapsed value).
+        pool: ``False``: every patch token, layer-normed without affine (V-JEPA 2-AC);
+            ``True``: one latent per frame (``N = 1``), the plain mean of the encoder's output
+            tokens, which :class:`ActionConditioned` then batch-standardises (a per-latent
+            layer norm would pin its length, most of which is the constant image of the
+            walls: SIGReg then stayed at its collapsed value).
 
     Returns:
         ``(B, T, N, D)``.
     """
-    if pooling not in FRAME_POOLING:
-        raise ValueError(f"method.frame_pooling={pooling!r} is not one of {FRAME_POOLING}")
     b, t = frames.shape[:2]
     x = frames.reshape(b * t, *frames.shape[2:])
     num_frames = getattr(encoder, "num_frames", 1)
@@ -69,7 +68,7 @@ def encode_frames(encoder: nn.Module, frames: Tensor, pooling: str = "none") -> 
             )
         x = x[:, :, None].expand(-1, -1, num_frames, -1, -1)
     features = encoder(x)
-    if pooling == "mean":
+    if pool:
         return features.mean(dim=1, keepdim=True).reshape(b, t, 1, features.shape[-1])
     return F.layer_norm(features, features.shape[-1:]).reshape(b, t, *features.shape[1:])
 
@@ -184,8 +183,7 @@ class ActionConditioned(Method):
         # gives every dimension unit spread from the first step, so the regulariser shapes the
         # distribution instead of slowly growing the scale (without it SIGReg barely moved
         # from its collapsed value in 100s of steps).
-        dim = getattr(encoder, "embed_dim", None)
-        self.latent_norm = nn.BatchNorm1d(dim) if frame_pooling == "mean" else None
+        self.latent_norm = nn.BatchNorm1d(encoder.embed_dim) if frame_pooling == "mean" else None
 
     @property
     def encoder_frozen(self) -> bool:
@@ -202,9 +200,10 @@ class ActionConditioned(Method):
         return self
 
     def encode(self, frames: Tensor) -> Tensor:
-        """``(B, T, C, H, W)`` frames -> ``(B, T, N, D)`` layer-normed features."""
+        """``(B, T, C, H, W)`` frames -> ``(B, T, N, D)``: layer-normed patch features, or
+        with ``frame_pooling="mean"`` one batch-standardised latent per frame (``N = 1``)."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_frozen):
-            z = encode_frames(self.encoder, frames, self.frame_pooling)
+            z = encode_frames(self.encoder, frames, pool=self.frame_pooling == "mean")
         if self.latent_norm is not None:
             z = self.latent_norm(z.flatten(0, 2)).view(z.shape)
         return z
@@ -228,8 +227,9 @@ class ActionConditioned(Method):
             )
         states = batch.states if self.use_states else None
         features = self.encode(frames)
+        observed = features.detach()  # for the metrics and monitors
         # without target_grad a trainable encoder learns through the predictor's inputs only
-        target = features if self.target_grad else features.detach()
+        target = features if self.target_grad else observed
         teacher = self.predictor(
             features[:, :-1], actions, None if states is None else states[:, :-1]
         )
@@ -245,22 +245,21 @@ class ActionConditioned(Method):
             "loss_rollout": loss_rollout.detach(),
             # features barely changing between frames make prediction trivial: compare the
             # loss with this copy-the-last-frame baseline
-            "copy_baseline": self._l1(target[:, :-1], target[:, 1:]).detach(),
-            "target_std": target.detach().float().std(dim=(0, 1, 2)).mean(),
+            "copy_baseline": self._l1(observed[:, :-1], observed[:, 1:]),
+            "target_std": observed.float().std(dim=(0, 1, 2)).mean(),
         }
-        d = target.shape[-1]
-        target = target.detach()  # the monitors and metrics below carry no gradient
+        d = observed.shape[-1]
         predictions = torch.cat([teacher.detach().reshape(-1, d), rolled.detach().reshape(-1, d)])
-        targets = torch.cat([target[:, 1:].reshape(-1, d), target[:, 1 : k + 1].reshape(-1, d)])
+        targets = torch.cat([observed[:, 1:].reshape(-1, d), observed[:, 1 : k + 1].reshape(-1, d)])
         groups = torch.cat(
             [
-                torch.zeros(teacher[..., 0].numel(), dtype=torch.long, device=target.device),
-                torch.ones(rolled[..., 0].numel(), dtype=torch.long, device=target.device),
+                torch.zeros(teacher[..., 0].numel(), dtype=torch.long, device=observed.device),
+                torch.ones(rolled[..., 0].numel(), dtype=torch.long, device=observed.device),
             ]
         )
         monitor = MonitorInputs(
-            embeddings=target.mean(dim=2).reshape(-1, d),  # one per frame, pooled
-            tokens=target,
+            embeddings=observed.mean(dim=2).reshape(-1, d),  # one per frame, pooled
+            tokens=observed,
             predictions=predictions,
             targets=targets,
             groups=groups,

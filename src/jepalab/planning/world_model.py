@@ -73,7 +73,7 @@ class LatentWorldModel:
 
     @torch.no_grad()
     def encode(self, image: np.ndarray) -> Tensor:
-        """``(N, D)`` layer-normed features of one image."""
+        """``(N, D)`` features of one image, as the method encodes frames for training."""
         return self.method.encode(self.frames(image)[None, None])[0, 0]
 
     def make_energy(self, observation: np.ndarray, goal_observation: np.ndarray) -> EnergyFn:
