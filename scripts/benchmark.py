@@ -44,11 +44,15 @@ from jepalab.experiment import build_experiment
 from jepalab.train.optim import build_adamw
 from jepalab.train.trainer import move_to, resolve_device
 
+# ViT-Ti/16's own shape (width 192, 3 heads, depth 12) is spelled out: the base experiments
+# (digits) set a width-128 / 4-head ViT, which would otherwise carry over.
 REFERENCE_POINT = [
     "encoder=vit_tiny_patch16",
     "encoder.img_size=224",
     "encoder.in_chans=3",
     "encoder.patch_size=16",
+    "encoder.embed_dim=192",
+    "encoder.num_heads=3",
     "encoder.depth=12",
     "predictor.embed_dim=192",
     "predictor.depth=6",
@@ -61,6 +65,8 @@ VJEPA_POINT = [
     "encoder.patch_size=16",
     "encoder.num_frames=16",
     "encoder.tubelet_size=2",
+    "encoder.embed_dim=192",
+    "encoder.num_heads=3",
     "encoder.depth=12",
     "predictor.embed_dim=192",
     "predictor.depth=6",
@@ -123,7 +129,7 @@ def with_encoder(overrides: list[str], name: str) -> list[str]:
     vit_only = ("encoder.depth=", "encoder.embed_dim=", "encoder.num_heads=")
     out = [o for o in overrides if not o.startswith(("encoder=", *vit_only))]
     # The named size's own width, heads and depth: the base experiment's (digits) ViT shape
-    # would otherwise leak into every ViT (the plain reference point runs at width 128).
+    # would otherwise leak into every ViT.
     shape = [] if name.startswith("convnext") else [f"{k}null" for k in vit_only]
     return [f"encoder={name}", *out, *shape]
 
