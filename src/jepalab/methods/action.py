@@ -21,9 +21,8 @@ makes the loss ``(1 - λ) * (teacher_forcing + rollout) + λ * SIGReg``, see
 
 **End to end** (LeWorldModel, Maes et al. 2026; PLDM, Sobal et al. 2025): with
 ``frame_pooling="mean"`` every frame is one latent (the mean of its tokens, batch-standardised),
-and
-with ``target_grad=True`` the encoder is trained from scratch through inputs *and* targets, the
-regulariser alone keeping the latents spread. Planning needs an energy that falls steadily
+and with ``target_grad=True`` the encoder is trained from scratch through inputs *and* targets,
+the regulariser alone keeping the latents spread. Planning needs an energy that falls steadily
 as the agent nears the goal; one pooled latent per frame shaped by the dynamics gives it, where
 the patch features of a frozen image encoder change only when the agent's patch changes
 (``docs/planning.md``).
