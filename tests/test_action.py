@@ -329,6 +329,47 @@ def test_pooling_and_target_grad_are_checked():
         _pooled_method(target_grad=True, trainable_encoder_blocks=0)
 
 
+def test_pldm_terms_add_smoothness_and_inverse_dynamics_to_the_loss():
+    batch = _two_rooms_batch(batch=4)
+    method = _pooled_method(
+        target_grad=True, regularizer_weight=0.0, smoothness_weight=0.3,
+        inverse_dynamics_weight=0.7,
+    ).double()
+    batch.frames, batch.actions = batch.frames.double(), batch.actions.double()
+    out = method(batch)
+    torch.manual_seed(0)
+    z = method.encode(batch.frames)
+    teacher = method.predictor(z[:, :-1], batch.actions)
+    rolled = method.predictor.rollout(z[:, 0], batch.actions[:, :3])
+    prediction = (teacher - z[:, 1:]).abs().mean() + (rolled - z[:, 1:4]).abs().mean()
+    smooth = ((z[:, 1:] - z[:, :-1]) ** 2).mean()
+    pairs = torch.cat([z[:, :-1, 0], z[:, 1:, 0]], dim=-1)
+    inverse = ((method.inverse_dynamics(pairs) - batch.actions) ** 2).mean()
+    inverse = inverse / (batch.actions**2).mean()
+    torch.testing.assert_close(out.loss, prediction + 0.3 * smooth + 0.7 * inverse)
+    torch.testing.assert_close(out.metrics["smoothness"], smooth)
+    torch.testing.assert_close(out.metrics["inverse_dynamics"], inverse)
+
+
+def test_inverse_dynamics_head_learns_the_action_between_two_frames():
+    method = _pooled_method(target_grad=True, inverse_dynamics_weight=1.0)
+    assert method.inverse_dynamics is not None
+    history, _ = _fit(
+        method, _two_rooms_batch(batch=32, steps=5), ("inverse_dynamics",), steps=100
+    )
+    first, last = np.mean(history[:3]), np.mean(history[-3:])
+    # 1 = predicting zero; the features come to carry the displacement
+    assert first > 0.6 and last < 0.25, (first, last)
+
+
+def test_pldm_terms_are_checked():
+    with pytest.raises(ValueError, match="smoothness_weight must be >= 0"):
+        _pooled_method(smoothness_weight=-1.0)
+    with pytest.raises(ValueError, match="inverse_dynamics_weight=1.0 shapes the encoder"):
+        _method(inverse_dynamics_weight=1.0)
+    assert _pooled_method().inverse_dynamics is None  # off: no head, no parameters
+
+
 # -- does the latent distance track the true distance? ----------------------------------------
 class _DotCentroid(torch.nn.Module):
     """A perfect position encoder: the intensity-weighted centroid of the bright dot."""

@@ -127,6 +127,9 @@ class MethodConfig:
     frame_pooling: str = "none"
     # false: targets without gradient (V-JEPA 2-AC) | true: end to end (LeWorldModel)
     target_grad: bool = False
+    # PLDM's extra terms (Sobal et al. 2025), 0 = off; both need a trainable encoder:
+    smoothness_weight: float = 0.0  # mean |z_{t+1} - z_t|^2 between consecutive frames
+    inverse_dynamics_weight: float = 0.0  # MLP [z_t, z_{t+1}] -> a_t, normalised MSE
 
 
 @dataclass

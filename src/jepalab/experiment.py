@@ -410,6 +410,8 @@ def build_action_model(
         use_states=m.use_states,
         frame_pooling=m.frame_pooling,
         target_grad=m.target_grad,
+        smoothness_weight=m.smoothness_weight,
+        inverse_dynamics_weight=m.inverse_dynamics_weight,
         **regularization(cfg),
     )
 

@@ -220,11 +220,44 @@ def format_profile(profile: dict) -> str:
     )
 
 
+# what ``jepalab plan --help`` says of each option (the defaults come from PlanSettings)
+OPTION_HELP = {
+    "episodes": "seeded episodes per policy (start and goal in different rooms)",
+    "seed": "episode i uses seed + i (task and planner noise)",
+    "planner": "optimiser over action sequences",
+    "samples": "candidate action sequences per iteration",
+    "elites": "CEM: best candidates the sampling distribution is refitted to",
+    "iterations": "optimiser iterations per replanning step",
+    "horizon": "planned actions per sequence",
+    "momentum": "CEM: weight of the previous mean/std in each refit",
+    "init_std": "initial sampling std per action dimension (default: half the action bound)",
+    "temperature": "MPPI: softmax temperature over the candidates' energies",
+    "energy": "how the per-step latent distances to the goal become one score",
+    "execute": "planned actions executed before replanning (1: full MPC)",
+    "action_repeat": "env steps per planned action (default: the data's frame_skip)",
+    "max_steps": "env-step budget per episode (default: the environment's)",
+    "profile_pairs": "position pairs of the latent-vs-true distance check (0: skip)",
+    "picture": "PNG of episode 0 (default: <run dir>/plan_episode.png)",
+    "out": "JSON summary (default: <run dir>/plan.json)",
+    "device": "auto | cpu | cuda[:i]",
+    "threads": "torch CPU threads (default: torch's)",
+}
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except ``None`` ones, whose meaning the help text itself gives."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def parse_args(argv: Sequence[str]) -> PlanSettings:
     parser = argparse.ArgumentParser(
         prog="jepalab plan",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("checkpoint", help="action-conditioned run directory or checkpoint file")
     hints = typing.get_type_hints(PlanSettings)
@@ -238,6 +271,7 @@ def parse_args(argv: Sequence[str]) -> PlanSettings:
             type=kind[0] if kind else hints[field.name],
             default=field.default,
             choices=choices.get(field.name),
+            help=OPTION_HELP[field.name],
         )
     parser.add_argument(
         "--baselines", action="store_true", help="also evaluate a random and a greedy policy"

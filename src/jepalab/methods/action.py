@@ -118,6 +118,14 @@ class ActionConditioned(Method):
             LeWorldModel's projector does.
         target_grad: let the targets carry gradient into a trainable encoder (end-to-end
             training, LeWorldModel; Maes et al. 2026); needs a regulariser against collapse.
+        smoothness_weight: weight of PLDM's temporal-smoothness term (Sobal et al. 2025):
+            the mean squared step ``|z_{t+1} - z_t|^2`` between consecutive frame features,
+            which pulls states one action apart close together, so that latent
+            distance grows with the distance travelled. Needs a trainable encoder.
+        inverse_dynamics_weight: weight of PLDM's inverse-dynamics term: an MLP reads
+            ``[z_t, z_{t+1}]`` and predicts the action ``a_t`` between them; the squared error
+            is divided by the batch's mean squared action (1 = predicting zero). It makes
+            the features carry what the action changed. Needs a trainable encoder.
     """
 
     def __init__(
@@ -133,6 +141,8 @@ class ActionConditioned(Method):
         regularize_on: str = "pooled",
         frame_pooling: str = "none",
         target_grad: bool = False,
+        smoothness_weight: float = 0.0,
+        inverse_dynamics_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if auto_steps < 1:
@@ -177,6 +187,25 @@ class ActionConditioned(Method):
                 "method.regularizer=sigreg|vicreg"
             )
         self.frame_pooling, self.target_grad = frame_pooling, bool(target_grad)
+        for key, weight in (
+            ("smoothness_weight", smoothness_weight),
+            ("inverse_dynamics_weight", inverse_dynamics_weight),
+        ):
+            if weight < 0:
+                raise ValueError(f"method.{key} must be >= 0, got {weight}")
+            if weight > 0 and self.encoder_frozen:
+                raise ValueError(
+                    f"method.{key}={weight} shapes the encoder's features, but the encoder is "
+                    "frozen: set method.trainable_encoder_blocks to k > 0 or -1"
+                )
+        self.smoothness_weight = float(smoothness_weight)
+        self.inverse_dynamics_weight = float(inverse_dynamics_weight)
+        self.inverse_dynamics = None
+        if inverse_dynamics_weight > 0:
+            d = encoder.embed_dim
+            self.inverse_dynamics = nn.Sequential(
+                nn.Linear(2 * d, d), nn.GELU(), nn.Linear(d, predictor.action_dim)
+            )
         # The pooled latent is mostly the constant image of the static scene (walls), and the
         # agent moves one token of many: a batch standardisation removes the constant and
         # gives every dimension unit spread from the first step, so the regulariser shapes the
@@ -265,6 +294,17 @@ class ActionConditioned(Method):
             group_names=("teacher_forcing", "rollout"),
         )
         loss = loss_tf + loss_rollout
+        if self.smoothness_weight > 0:
+            smoothness = (features[:, 1:] - features[:, :-1]).pow(2).mean()
+            metrics["smoothness"] = smoothness.detach()
+            loss = loss + self.smoothness_weight * smoothness
+        if self.inverse_dynamics is not None:
+            pooled = features.mean(dim=2)  # (B, T, D): one vector per frame
+            guess = self.inverse_dynamics(torch.cat([pooled[:, :-1], pooled[:, 1:]], dim=-1))
+            scale = actions.float().pow(2).mean().clamp_min(1e-12)
+            inverse = (guess - actions.to(guess.dtype)).pow(2).mean() / scale
+            metrics["inverse_dynamics"] = inverse.detach()
+            loss = loss + self.inverse_dynamics_weight * inverse
         if self.regularizer is not None:
             z = features.mean(dim=2) if self.regularize_on == "pooled" else features
             value, terms = self.regularizer(z.reshape(-1, d), int(batch.step or 0))
