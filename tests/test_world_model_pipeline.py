@@ -90,6 +90,17 @@ def test_end_to_end_world_model_trains_resumes_and_plans_from_the_cli(tmp_path, 
     assert main([*args, "trainer.max_steps=3"]) == 0  # resumes from step 2
     method, _ = load_action_model(run)
     assert int(method.latent_norm.num_batches_tracked) == 3
+    # a run saved before a method key existed loads with that key's default
+    state = torch.load(sorted((run / "checkpoints").glob("*.pt"))[-1], weights_only=True)
+    for key in ("smoothness_weight", "inverse_dynamics_weight"):
+        del state["config"]["method"][key]
+    state["model"] = {
+        k: v for k, v in state["model"].items() if not k.startswith("inverse_dynamics.")
+    }
+    torch.save(state, tmp_path / "older.pt")
+    older, stored = load_action_model(tmp_path / "older.pt")
+    assert "smoothness_weight" not in stored["method"] and older.inverse_dynamics is None
+    assert older.smoothness_weight == 0.0
     capsys.readouterr()
     assert main([
         "plan", str(run), "--episodes", "1", "--samples", "16", "--elites", "4",

@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
 from jepalab.data.trajectories import read_meta
 from jepalab.envs import TwoRooms, TwoRoomsConfig, TwoRoomsEnv
-from jepalab.experiment import build_action_model
+from jepalab.experiment import build_action_model, config_from_checkpoint
 from jepalab.methods.action import ActionConditioned
 from jepalab.planning import (
     CEMConfig,
@@ -59,7 +58,8 @@ def load_action_model(path: str | Path, device: str = "cpu") -> tuple[ActionCond
     action_dim = weights["predictor.action_encoder.weight"].shape[1]
     state_key = "predictor.state_encoder.weight"
     state_dim = weights[state_key].shape[1] if state_key in weights else 0
-    cfg = OmegaConf.create(stored)
+    # merged onto the schema: a run saved before a key existed gets that key's default
+    cfg = config_from_checkpoint(state, file)
     method = build_action_model(cfg, action_dim, state_dim, load_encoder=False)
     method.load_state_dict(weights)
     log.info("loaded %s (step %s)", file, state.get("step"))
