@@ -55,6 +55,11 @@ def test_collect_pretrain_train_ac_and_plan_from_the_cli(tmp_path, capsys):
     }
     for row in summary["results"].values():
         assert 0.0 <= row["success_rate"] <= 1.0 and row["mean_steps"] <= 6
+        # every episode is recorded, and the summary is their mean
+        episodes = row["per_episode"]
+        assert [e["seed"] for e in episodes] == [1000, 1001]
+        assert row["success_rate"] == sum(e["success"] for e in episodes) / 2
+        assert row["mean_steps"] == sum(e["steps"] for e in episodes) / 2
     assert summary["settings"]["action_repeat"] == 2  # the data's frame_skip
     assert (ac_run / "plan_episode.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

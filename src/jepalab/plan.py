@@ -165,6 +165,17 @@ def run(settings: PlanSettings) -> dict[str, Any]:
             TwoRoomsEnv(env_cfg), policy, settings.episodes, settings.seed, label, **loop
         )
         episodes[name] = result.pop("episodes")
+        result["per_episode"] = [
+            {
+                "seed": settings.seed + i,
+                "success": bool(e.success),
+                "final_distance": float(e.final_distance),
+                "steps": int(e.steps),
+                "start": [float(v) for v in e.start],
+                "goal": [float(v) for v in e.goal],
+            }
+            for i, e in enumerate(episodes[name])
+        ]
         result["wall_seconds"] = time.perf_counter() - start
         rows[name] = result
         log.info("%s: success %.1f%%", name, 100 * result["success_rate"])
