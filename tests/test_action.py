@@ -417,3 +417,31 @@ def test_latent_distance_profile_separates_a_position_encoder_from_a_flat_one():
     )
     profile = latent_distance_profile(LatentWorldModel(flat), world, pairs=200, seed=3)
     assert profile["spearman"] < 0.95
+
+
+def test_latent_distance_map_is_the_energy_from_every_free_position(tmp_path):
+    from jepalab.planning import landscape_image, save_landscape_picture
+    from jepalab.planning.world_model import LatentWorldModel, latent_distance_map
+
+    predictor = ActionConditionedPredictor((1, 1), 2, action_dim=2, embed_dim=8, depth=1,
+                                           num_heads=1)
+    world = TwoRooms()
+    perfect = ActionConditioned(_DotCentroid(), predictor, frame_pooling="mean")
+    goal = np.array([48.0, 40.0])
+    distances = latent_distance_map(LatentWorldModel(perfect), world, goal, chunk=700)
+    size = world.config.img_size
+    assert distances.shape == (size, size)
+    ys, xs = np.mgrid[0:size, 0:size]
+    free = world.is_free(np.stack([xs, ys], -1).reshape(-1, 2).astype(float)).reshape(size, size)
+    assert np.array_equal(np.isfinite(distances), free)  # NaN exactly on the walls
+    # the centroid encoder's energy is the mean of |dx| and |dy| (in pixels): L1 / 2
+    expected = (np.abs(xs - goal[0]) + np.abs(ys - goal[1])) / 2
+    np.testing.assert_allclose(distances[free], expected[free], atol=0.3)
+    assert distances[40, 48] < 0.1
+    image = landscape_image(world, distances, goal, scale=2)
+    assert image.size == (2 * size, 2 * size)
+    assert image.getpixel((2 * 5, 2 * 32)) != image.getpixel((2 * 32, 2 * 32))  # free vs wall
+    path = save_landscape_picture(tmp_path / "map.png", world, distances, goal)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="distances must be"):
+        landscape_image(world, distances[:10], goal)

@@ -115,5 +115,8 @@ def test_end_to_end_world_model_trains_resumes_and_plans_from_the_cli(tmp_path, 
     assert "latent distance vs true distance over 40 random position pairs" in (
         capsys.readouterr().out
     )
-    profile = json.loads((run / "plan.json").read_text())["latent_distance"]
+    summary = json.loads((run / "plan.json").read_text())
+    profile = summary["latent_distance"]
     assert -1.0 <= profile["spearman"] <= 1.0 and profile["pairs"] == 40
+    assert summary["landscape"] == str(run / "plan_landscape.png")
+    assert (run / "plan_landscape.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -35,8 +35,14 @@ from jepalab.planning import (
     RandomPolicy,
     evaluate,
     save_episode_picture,
+    save_landscape_picture,
 )
-from jepalab.planning.world_model import ENERGIES, LatentWorldModel, latent_distance_profile
+from jepalab.planning.world_model import (
+    ENERGIES,
+    LatentWorldModel,
+    latent_distance_map,
+    latent_distance_profile,
+)
 from jepalab.train.checkpoint import load_checkpoint, resolve_checkpoint
 from jepalab.train.trainer import resolve_device
 
@@ -100,6 +106,7 @@ class PlanSettings:
     baselines: bool = False
     profile_pairs: int = 300  # position pairs of the latent-vs-true distance check; 0: skip
     picture: str | None = None  # None: <run dir>/plan_episode.png
+    landscape: str | None = None  # None: <run dir>/plan_landscape.png
     out: str | None = None  # None: <run dir>/plan.json
     device: str = "auto"
     threads: int | None = None
@@ -183,19 +190,27 @@ def run(settings: PlanSettings) -> dict[str, Any]:
     picture = Path(settings.picture or run_dir / "plan_episode.png")
     first = next(iter(episodes.values()))[0]
     save_episode_picture(picture, TwoRooms(env_cfg), first)
+    landscape = Path(settings.landscape or run_dir / "plan_landscape.png")
+    distances = latent_distance_map(world_model, TwoRooms(env_cfg), first.goal)
+    save_landscape_picture(landscape, TwoRooms(env_cfg), distances, first.goal, first)
     summary = {
         "settings": asdict(settings) | {"action_repeat": action_repeat},
         "environment": asdict(env_cfg),
         "results": rows,
         "latent_distance": profile,
         "picture": str(picture),
+        "landscape": str(landscape),
     }
     out = Path(settings.out or run_dir / "plan.json")
     out.write_text(json.dumps(summary, indent=2))
     print(format_results(rows, settings), flush=True)
     if profile is not None:
         print(format_profile(profile), flush=True)
-    print(f"picture of episode 0: {picture}\nsummary: {out}", flush=True)
+    print(
+        f"picture of episode 0: {picture}\nlatent distance to its goal: {landscape}\n"
+        f"summary: {out}",
+        flush=True,
+    )
     return summary
 
 
@@ -249,6 +264,8 @@ OPTION_HELP = {
     "max_steps": "env-step budget per episode (default: the environment's)",
     "profile_pairs": "position pairs of the latent-vs-true distance check (0: skip)",
     "picture": "PNG of episode 0 (default: <run dir>/plan_episode.png)",
+    "landscape": "PNG of the latent distance to episode 0's goal from every position, with "
+    "its executed path (default: <run dir>/plan_landscape.png)",
     "out": "JSON summary (default: <run dir>/plan.json)",
     "device": "auto | cpu | cuda[:i]",
     "threads": "torch CPU threads (default: torch's)",

@@ -32,7 +32,13 @@ from jepalab.planning.planners import (
     oracle_config,
     oracle_energy,
 )
-from jepalab.planning.render import episode_image, save_episode_gif, save_episode_picture
+from jepalab.planning.render import (
+    episode_image,
+    landscape_image,
+    save_episode_gif,
+    save_episode_picture,
+    save_landscape_picture,
+)
 
 __all__ = [
     "CEMConfig",
@@ -47,6 +53,7 @@ __all__ = [
     "RandomPolicy",
     "cem",
     "episode_image",
+    "landscape_image",
     "evaluate",
     "mppi",
     "mppi_weights",
@@ -56,5 +63,6 @@ __all__ = [
     "run_episode",
     "save_episode_gif",
     "save_episode_picture",
+    "save_landscape_picture",
     "shift_warm_start",
 ]

@@ -1,4 +1,5 @@
-"""Pictures of MPC episodes: the arena, the executed path, and what every plan intended.
+"""Pictures of MPC episodes: the arena, the executed path, and what every plan intended;
+and of the energy landscape a world model gives the planner.
 
 The planned paths are the true rollouts of the planned actions from where each plan was
 made, so a plan that runs into a wall is drawn stopping at it.
@@ -120,4 +121,57 @@ def save_episode_gif(
     frames[0].save(
         path, format="GIF", save_all=True, append_images=frames[1:], duration=frame_ms, loop=0
     )
+    return path
+
+
+def landscape_image(
+    world: TwoRooms,
+    distances: np.ndarray,
+    goal: np.ndarray,
+    result: EpisodeResult | None = None,
+    scale: int = 6,
+) -> Image.Image:
+    """RGB picture of an energy landscape (e.g.
+    :func:`~jepalab.planning.world_model.latent_distance_map`): ``(H, W)`` values in viridis
+    (low: dark), walls grey, the goal in red with its success radius, and optionally the
+    executed path of ``result`` (white) from its start (green)."""
+    from matplotlib import colormaps  # matplotlib is only needed for this picture
+
+    if distances.shape != (world.config.img_size,) * 2:
+        raise ValueError(
+            f"distances must be ({world.config.img_size}, {world.config.img_size}), got "
+            f"{distances.shape}"
+        )
+    free = np.isfinite(distances)
+    if not free.any():
+        raise ValueError("distances has no finite value")
+    lo, hi = np.nanmin(distances), np.nanmax(distances)
+    scaled = np.where(free, (distances - lo) / max(hi - lo, 1e-12), 0.0)
+    rgb = (colormaps["viridis"](scaled)[..., :3] * 255).astype(np.uint8)
+    rgb[~free] = 128
+    image = Image.fromarray(rgb).resize((rgb.shape[1] * scale, rgb.shape[0] * scale), Image.NEAREST)
+    draw = ImageDraw.Draw(image)
+    if result is not None and len(result.positions) > 1:
+        draw.line(
+            _to_canvas(result.positions, scale), fill=(255, 255, 255), width=max(1, scale // 2)
+        )
+        _draw_marker(draw, result.start, 1.0, START[:3], scale)
+    goal = np.asarray(goal, dtype=np.float64)
+    _draw_marker(draw, goal, world.config.success_radius, GOAL[:3], scale, fill=False)
+    _draw_marker(draw, goal, 1.0, GOAL[:3], scale)
+    return image
+
+
+def save_landscape_picture(
+    path: str | Path,
+    world: TwoRooms,
+    distances: np.ndarray,
+    goal: np.ndarray,
+    result: EpisodeResult | None = None,
+    scale: int = 6,
+) -> Path:
+    """Write :func:`landscape_image` as a PNG; returns the path written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    landscape_image(world, distances, goal, result, scale).save(path, format="PNG")
     return path

@@ -141,3 +141,31 @@ def latent_distance_profile(
         if inside.any():
             profile[f"{lo:g}-{hi:g}px"] = float(latent[inside].mean())
     return {"spearman": spearman(latent, true), "pairs": pairs, "mean_by_distance": profile}
+
+
+@torch.no_grad()
+def latent_distance_map(
+    world_model: LatentWorldModel, world, goal: np.ndarray, chunk: int = 512
+) -> np.ndarray:
+    """The energy landscape the planner sees: the latent distance (the energy's mean L1)
+    between the agent drawn at every free integer position of ``world`` and the agent drawn
+    at ``goal``.
+
+    Returns:
+        ``(H, W)`` float array indexed ``[y, x]``; ``NaN`` where the agent cannot be (walls).
+    """
+    size = world.config.img_size
+    xs = np.arange(size, dtype=np.float64)
+    positions = np.stack(np.meshgrid(xs, xs), -1).reshape(-1, 2)  # (x, y), row-major in y
+    free = world.is_free(positions)
+    goal_latent = world_model.encode(world.render(np.asarray(goal, np.float64)))
+    distances = []
+    free_positions = positions[free]
+    for start in range(0, len(free_positions), chunk):
+        images = world.render(free_positions[start : start + chunk])
+        frames = torch.stack([world_model.frames(image) for image in images])
+        z = world_model.method.encode(frames[:, None])[:, 0]  # (P, N, D)
+        distances.append((z - goal_latent).abs().mean(dim=(-2, -1)).cpu().numpy())
+    out = np.full(len(positions), np.nan)
+    out[free] = np.concatenate(distances)
+    return out.reshape(size, size)
