@@ -25,7 +25,9 @@ and with ``target_grad=True`` the encoder is trained from scratch through inputs
 the regulariser alone keeping the latents spread. Planning needs an energy that falls steadily
 as the agent nears the goal; one pooled latent per frame shaped by the dynamics gives it, where
 the patch features of a frozen image encoder change only when the agent's patch changes
-(``docs/planning.md``).
+(``docs/planning.md``). PLDM's temporal-smoothness term (``smoothness_weight``) is what makes
+that slope reach across the arena, and its inverse-dynamics term (``inverse_dynamics_weight``)
+makes the latent carry the displacement; both are added to the prediction loss.
 """
 
 from __future__ import annotations
