@@ -347,6 +347,7 @@ def test_pldm_terms_add_smoothness_and_inverse_dynamics_to_the_loss():
     inverse = ((method.inverse_dynamics(pairs) - batch.actions) ** 2).mean()
     inverse = inverse / (batch.actions**2).mean()
     torch.testing.assert_close(out.loss, prediction + 0.3 * smooth + 0.7 * inverse)
+    torch.testing.assert_close(out.metrics["prediction_loss"], prediction.detach())
     torch.testing.assert_close(out.metrics["smoothness"], smooth)
     torch.testing.assert_close(out.metrics["inverse_dynamics"], inverse)
 

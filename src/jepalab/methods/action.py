@@ -296,6 +296,7 @@ class ActionConditioned(Method):
             group_names=("teacher_forcing", "rollout"),
         )
         loss = loss_tf + loss_rollout
+        prediction_loss = loss.detach()  # logged without the PLDM terms below
         if self.smoothness_weight > 0:
             smoothness = (features[:, 1:] - features[:, :-1]).pow(2).mean()
             metrics["smoothness"] = smoothness.detach()
@@ -310,7 +311,7 @@ class ActionConditioned(Method):
         if self.regularizer is not None:
             z = features.mean(dim=2) if self.regularize_on == "pooled" else features
             value, terms = self.regularizer(z.reshape(-1, d), int(batch.step or 0))
-            metrics.update(terms, prediction_loss=loss.detach())
+            metrics.update(terms, prediction_loss=prediction_loss)
             lam = self.regularizer_weight
             loss = (1.0 - lam) * loss + lam * value.to(loss.dtype)
         return MethodOutput(loss, metrics, num_samples, monitor=monitor)
