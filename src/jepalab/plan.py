@@ -145,13 +145,14 @@ def run(settings: PlanSettings) -> dict[str, Any]:
     if params.get("action_reduce", "sum") != "sum":
         raise ValueError("planning needs a model trained with data.params.action_reduce=sum")
     env_cfg = environment_config(run_config)
+    world = TwoRooms(env_cfg)  # the geometry, for the pictures and the distance checks
     world_model = LatentWorldModel(
         method, params.get("mean", 0.0), params.get("std", 1.0), settings.energy, device
     )
     profile = None
     if settings.profile_pairs > 0:
         profile = latent_distance_profile(
-            world_model, TwoRooms(env_cfg), settings.profile_pairs, settings.seed
+            world_model, world, settings.profile_pairs, settings.seed
         )
         log.info("latent vs true distance: Spearman %.3f", profile["spearman"])
     bound = env_cfg.max_speed * action_repeat
@@ -189,10 +190,10 @@ def run(settings: PlanSettings) -> dict[str, Any]:
     run_dir = _run_dir(settings.checkpoint)
     picture = Path(settings.picture or run_dir / "plan_episode.png")
     first = next(iter(episodes.values()))[0]
-    save_episode_picture(picture, TwoRooms(env_cfg), first)
+    save_episode_picture(picture, world, first)
     landscape = Path(settings.landscape or run_dir / "plan_landscape.png")
-    distances = latent_distance_map(world_model, TwoRooms(env_cfg), first.goal)
-    save_landscape_picture(landscape, TwoRooms(env_cfg), distances, first.goal, first)
+    distances = latent_distance_map(world_model, world, first.goal)
+    save_landscape_picture(landscape, world, distances, first.goal, first)
     summary = {
         "settings": asdict(settings) | {"action_repeat": action_repeat},
         "environment": asdict(env_cfg),

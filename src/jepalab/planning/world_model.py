@@ -76,6 +76,16 @@ class LatentWorldModel:
         """``(N, D)`` features of one image, as the method encodes frames for training."""
         return self.method.encode(self.frames(image)[None, None])[0, 0]
 
+    @torch.no_grad()
+    def encode_images(self, images: np.ndarray, chunk: int = 512) -> Tensor:
+        """``(P, N, D)`` features of ``P`` images (``(P, H, W[, C])`` uint8), encoded
+        ``chunk`` at a time."""
+        out = []
+        for first in range(0, len(images), chunk):
+            frames = torch.stack([self.frames(image) for image in images[first : first + chunk]])
+            out.append(self.method.encode(frames[:, None])[:, 0])
+        return torch.cat(out)
+
     def make_energy(self, observation: np.ndarray, goal_observation: np.ndarray) -> EnergyFn:
         """The energy of candidate sequences from ``observation`` towards the goal image."""
         start, goal = self.encode(observation), self.encode(goal_observation)
@@ -86,12 +96,18 @@ class LatentWorldModel:
             num = actions.shape[0]
             first = start.expand(num, *start.shape)
             predicted = predictor.rollout(first, actions.to(self.device, torch.float32))
-            distance = (predicted - goal).abs().mean(dim=(-2, -1))  # (S, H)
+            distance = latent_distance(predicted, goal)  # (S, H)
             if self.energy == "final":
                 return distance[:, -1]
             return distance.sum(1) if self.energy == "sum" else distance.amin(1)
 
         return energy_fn
+
+
+def latent_distance(a: Tensor, b: Tensor) -> Tensor:
+    """The planning energy's distance between features ``(..., N, D)``: the mean L1 over
+    tokens and channels (V-JEPA 2-AC, Eq. 5)."""
+    return (a - b).abs().mean(dim=(-2, -1))
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
@@ -130,10 +146,8 @@ def latent_distance_profile(
     """
     rng = np.random.default_rng(seed)
     a, b = world.sample_positions(rng, pairs), world.sample_positions(rng, pairs)
-    images = world.render(np.concatenate([a, b]))
-    frames = torch.stack([world_model.frames(image) for image in images])
-    z = world_model.method.encode(frames[:, None])[:, 0]  # (2P, N, D)
-    latent = (z[:pairs] - z[pairs:]).abs().mean(dim=(-2, -1)).cpu().numpy()
+    z = world_model.encode_images(world.render(np.concatenate([a, b])))  # (2P, N, D)
+    latent = latent_distance(z[:pairs], z[pairs:]).cpu().numpy()
     true = np.linalg.norm(a - b, axis=-1)
     profile = {}
     for lo, hi in zip(bins[:-1], bins[1:], strict=False):
@@ -159,13 +173,7 @@ def latent_distance_map(
     positions = np.stack(np.meshgrid(xs, xs), -1).reshape(-1, 2)  # (x, y), row-major in y
     free = world.is_free(positions)
     goal_latent = world_model.encode(world.render(np.asarray(goal, np.float64)))
-    distances = []
-    free_positions = positions[free]
-    for start in range(0, len(free_positions), chunk):
-        images = world.render(free_positions[start : start + chunk])
-        frames = torch.stack([world_model.frames(image) for image in images])
-        z = world_model.method.encode(frames[:, None])[:, 0]  # (P, N, D)
-        distances.append((z - goal_latent).abs().mean(dim=(-2, -1)).cpu().numpy())
+    z = world_model.encode_images(world.render(positions[free]), chunk)  # (P, N, D)
     out = np.full(len(positions), np.nan)
-    out[free] = np.concatenate(distances)
+    out[free] = latent_distance(z, goal_latent).cpu().numpy()
     return out.reshape(size, size)
