@@ -128,7 +128,8 @@ def test_cli_reports_a_bad_override_and_exits_nonzero():
 
 
 def test_cli_trains_and_probes_end_to_end(tmp_path):
-    """`jepalab train` with overrides: checkpoints, metrics, probe table, exit 0."""
+    """`jepalab train` with overrides: checkpoints, metrics, probe table, exit 0; Hydra's own
+    files go into the run_dir asked for, nothing into runs/ under the working directory."""
     run_dir = tmp_path / "cli_run"
     proc = subprocess.run(
         [
@@ -137,7 +138,6 @@ def test_cli_trains_and_probes_end_to_end(tmp_path):
             "jepalab.cli",
             "train",
             f"run_dir={run_dir}",
-            f"hydra.run.dir={tmp_path / 'hydra'}",
             "trainer.max_steps=2",
             "trainer.progress=false",
             "encoder.depth=1",
@@ -150,10 +150,12 @@ def test_cli_trains_and_probes_end_to_end(tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "trained encoder" in proc.stdout and "raw pixels" in proc.stdout
     assert (run_dir / "checkpoints" / "step_00000002.pt").is_file()
+    assert (run_dir / ".hydra" / "overrides.yaml").is_file() and not (tmp_path / "runs").exists()
     assert (run_dir / "metrics.jsonl").is_file() and (run_dir / "probe.json").is_file()
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 
 @dataclass
@@ -217,10 +218,18 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
+def _first_set(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
 def register_configs() -> None:
-    """Register the schema with Hydra's ConfigStore (idempotent)."""
+    """Register the schema with Hydra's ConfigStore and the ``jepalab.first_set`` resolver
+    (``${jepalab.first_set:${run_dir},runs/${name}}``: Hydra writes its files into the run
+    directory that was asked for, not into ``runs/<name>`` beside it). Idempotent."""
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
+    if not OmegaConf.has_resolver("jepalab.first_set"):
+        OmegaConf.register_new_resolver("jepalab.first_set", _first_set)
 
 
 def config_dir() -> Path:
