@@ -249,6 +249,29 @@ def test_latent_energy_scores_all_candidates_in_one_batched_rollout(energy):
     torch.testing.assert_close(frame.mean(), torch.tensor(float(obs.mean()) / 255 - 0.05) / 0.15)
 
 
+@pytest.mark.parametrize("energy", ["final", "sum", "min"])
+def test_held_actions_roll_out_hold_model_steps_per_planned_action(energy):
+    from jepalab.planning.world_model import LatentWorldModel
+
+    method = _method()
+    world = TwoRooms()
+    model = LatentWorldModel(method, mean=0.05, std=0.15, energy=energy, hold=2)
+    obs = world.render(np.array([20.0, 30.0]))[::4, ::4]
+    goal = world.render(np.array([45.0, 30.0]))[::4, ::4]
+    actions = torch.randn(5, 3, 2)
+    energies = model.make_energy(obs, goal)(actions)
+    # by hand: every planned action a becomes two model steps of a / 2; the energy reads the
+    # predictions at the planned steps (model steps 2, 4, 6)
+    steps = torch.stack([actions / 2, actions / 2], dim=2).reshape(5, 6, 2)
+    z0, zg = model.encode(obs), model.encode(goal)
+    predicted = method.predictor.rollout(z0.expand(5, -1, -1), steps)[:, [1, 3, 5]]
+    distance = (predicted - zg).abs().mean((-2, -1))
+    expected = {"final": distance[:, -1], "sum": distance.sum(1), "min": distance.amin(1)}
+    torch.testing.assert_close(energies, expected[energy])
+    with pytest.raises(ValueError, match="hold"):
+        LatentWorldModel(method, hold=0)
+
+
 # -- one pooled latent per frame, trained end to end (LeWorldModel / PLDM) --------------------
 def _pooled_method(**kw) -> ActionConditioned:
     from jepalab.methods.regularizers import SIGReg

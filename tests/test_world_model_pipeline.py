@@ -61,6 +61,7 @@ def test_collect_pretrain_train_ac_and_plan_from_the_cli(tmp_path, capsys):
         assert row["success_rate"] == sum(e["success"] for e in episodes) / 2
         assert row["mean_steps"] == sum(e["steps"] for e in episodes) / 2
     assert summary["settings"]["action_repeat"] == 2  # the data's frame_skip
+    assert summary["settings"]["env_steps_per_planned_action"] == 2
     assert (ac_run / "plan_episode.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -110,12 +111,15 @@ def test_end_to_end_world_model_trains_resumes_and_plans_from_the_cli(tmp_path, 
     assert main([
         "plan", str(run), "--episodes", "1", "--samples", "16", "--elites", "4",
         "--iterations", "2", "--horizon", "2", "--max-steps", "4", "--profile-pairs", "40",
-        "--no-progress",
+        "--no-progress", "--hold", "2",
     ]) == 0
     assert "latent distance vs true distance over 40 random position pairs" in (
         capsys.readouterr().out
     )
     summary = json.loads((run / "plan.json").read_text())
+    # each planned action spans two model steps of frame_skip 2 env steps
+    assert summary["settings"]["hold"] == 2
+    assert summary["settings"]["env_steps_per_planned_action"] == 4
     profile = summary["latent_distance"]
     assert -1.0 <= profile["spearman"] <= 1.0 and profile["pairs"] == 40
     assert summary["landscape"] == str(run / "plan_landscape.png")

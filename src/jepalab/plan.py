@@ -102,6 +102,7 @@ class PlanSettings:
     energy: str = "min"  # final (V-JEPA 2) | sum | min (closest approach; see world_model.py)
     execute: int = 1
     action_repeat: int | None = None  # None: the training data's frame_skip
+    hold: int = 1  # model steps per planned action
     max_steps: int | None = None  # None: the environment's (200)
     baselines: bool = False
     profile_pairs: int = 300  # position pairs of the latent-vs-true distance check; 0: skip
@@ -141,13 +142,19 @@ def run(settings: PlanSettings) -> dict[str, Any]:
     device = resolve_device(settings.device)
     method, run_config = load_action_model(settings.checkpoint, str(device))
     params = run_config.get("data", {}).get("params", {})
-    action_repeat = settings.action_repeat or int(params.get("frame_skip", 1))
+    model_repeat = settings.action_repeat or int(params.get("frame_skip", 1))
+    action_repeat = model_repeat * settings.hold  # env steps per planned action
     if params.get("action_reduce", "sum") != "sum":
         raise ValueError("planning needs a model trained with data.params.action_reduce=sum")
     env_cfg = environment_config(run_config)
     world = TwoRooms(env_cfg)  # the geometry, for the pictures and the distance checks
     world_model = LatentWorldModel(
-        method, params.get("mean", 0.0), params.get("std", 1.0), settings.energy, device
+        method,
+        params.get("mean", 0.0),
+        params.get("std", 1.0),
+        settings.energy,
+        device,
+        settings.hold,
     )
     profile = None
     if settings.profile_pairs > 0:
@@ -195,7 +202,8 @@ def run(settings: PlanSettings) -> dict[str, Any]:
     distances = latent_distance_map(world_model, world, first.goal)
     save_landscape_picture(landscape, world, distances, first.goal, first)
     summary = {
-        "settings": asdict(settings) | {"action_repeat": action_repeat},
+        "settings": asdict(settings)
+        | {"action_repeat": model_repeat, "env_steps_per_planned_action": action_repeat},
         "environment": asdict(env_cfg),
         "results": rows,
         "latent_distance": profile,
@@ -261,7 +269,10 @@ OPTION_HELP = {
     "temperature": "MPPI: softmax temperature over the candidates' energies",
     "energy": "how the per-step latent distances to the goal become one score",
     "execute": "planned actions executed before replanning (1: full MPC)",
-    "action_repeat": "env steps per planned action (default: the data's frame_skip)",
+    "action_repeat": "env steps per model step (default: the data's frame_skip)",
+    "hold": "model steps per planned action: the horizon looks hold times further ahead "
+    "with the same number of decision variables; each planned action is executed for "
+    "hold * action_repeat env steps before replanning",
     "max_steps": "env-step budget per episode (default: the environment's)",
     "profile_pairs": "position pairs of the latent-vs-true distance check (0: skip)",
     "picture": "PNG of episode 0 (default: <run dir>/plan_episode.png)",

@@ -13,6 +13,12 @@ planner, 20 cross-room episodes, CEM 300 x 10, horizon 5, 5 env steps per action
 rate is 35% with ``"final"``, and 80% with ``"min"`` (``"sum"`` sits between). ``"final"``
 keeps the goal at the end of every plan, so MPC keeps postponing the arrival; ``"sum"`` prefers
 pressing against the wall to the detour through the door. See ``docs/planning.md``.
+
+``hold`` plans coarser than the model steps: each planned action is the net displacement over
+``hold`` model steps, fed to the predictor as ``hold`` equal steps of ``a / hold``. The same
+number of decision variables then looks ``hold`` times further ahead (the energy is read at the
+planned steps, every ``hold``-th prediction), as the oracle planner does with a larger
+``action_repeat``.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ class LatentWorldModel:
             are ``uint8`` and scaled to ``[0, 1]`` first, as the trajectory dataset does.
         energy: ``"final"``, ``"sum"`` or ``"min"`` over the planned steps.
         device: where the model runs.
+        hold: model steps per planned action (1: one planned action per model step).
     """
 
     def __init__(
@@ -49,9 +56,12 @@ class LatentWorldModel:
         std: float | list[float] = 1.0,
         energy: Energy = "final",
         device: torch.device | str = "cpu",
+        hold: int = 1,
     ) -> None:
         if energy not in ENERGIES:
             raise ValueError(f"energy must be one of {ENERGIES}, got {energy!r}")
+        if hold < 1:
+            raise ValueError(f"hold (model steps per planned action) must be >= 1, got {hold}")
         if method.use_states:
             raise ValueError(
                 "this predictor takes proprioceptive states, which image-goal planning in the "
@@ -62,6 +72,7 @@ class LatentWorldModel:
         self.mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)
         self.std = torch.as_tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
         self.energy = energy
+        self.hold = int(hold)
 
     def frames(self, image: np.ndarray) -> Tensor:
         """One ``(H, W)`` or ``(H, W, C)`` uint8 image -> ``(C, H, W)`` normalised floats."""
@@ -93,9 +104,12 @@ class LatentWorldModel:
 
         @torch.no_grad()
         def energy_fn(actions: Tensor) -> Tensor:
-            num = actions.shape[0]
+            num, hold = actions.shape[0], self.hold
             first = start.expand(num, *start.shape)
-            predicted = predictor.rollout(first, actions.to(self.device, torch.float32))
+            steps = actions.to(self.device, torch.float32)
+            if hold > 1:  # (S, H, A) -> (S, H * hold, A) of a / hold
+                steps = (steps / hold).repeat_interleave(hold, dim=1)
+            predicted = predictor.rollout(first, steps)[:, hold - 1 :: hold]
             distance = latent_distance(predicted, goal)  # (S, H)
             if self.energy == "final":
                 return distance[:, -1]
