@@ -79,7 +79,7 @@ def _list() -> int:
 
 def _collect(args: Sequence[str]) -> int:
     from jepalab.data.trajectories import describe, read_meta
-    from jepalab.envs.collect import collect_two_rooms
+    from jepalab.envs.collect import DOOR_START_FRACTION, collect_two_rooms
 
     parser = argparse.ArgumentParser(
         prog="jepalab collect", description="Collect random-walk Two-Rooms episodes."
@@ -88,7 +88,12 @@ def _collect(args: Sequence[str]) -> int:
     parser.add_argument("--episodes", type=int, default=1000)
     parser.add_argument("--length", type=int, default=32, help="frames per episode")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--door-start-fraction", type=float, default=0.2)
+    parser.add_argument(
+        "--door-start-fraction",
+        type=float,
+        default=DOOR_START_FRACTION,
+        help="share of episodes started next to the door (default %(default)s)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     opts = parser.parse_args(args)
