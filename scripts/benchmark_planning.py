@@ -2,11 +2,11 @@
 
 The issue's reference point: CEM with 300 samples x horizon 5 x 10 iterations. Every
 iteration scores all candidates in one batched, KV-cached predictor rollout. The model has
-the shapes of ``--experiment`` (default ``two_rooms_ac``: 16 patch tokens per frame;
-``two_rooms_wm``: one latent per frame); weights do not change the cost; pass ``--checkpoint``
-to time a trained run instead.
+the shapes of ``--experiment`` (default ``two_rooms_wm``, the planning recipe: one latent per
+frame; ``two_rooms_ac``: 16 patch tokens per frame); weights do not change the cost; pass
+``--checkpoint`` to time a trained run instead.
 
-    python scripts/benchmark_planning.py [--experiment two_rooms_wm] [--samples 300] [--horizon 5]
+    python scripts/benchmark_planning.py [--experiment two_rooms_ac] [--samples 300] [--horizon 5]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from jepalab.planning.world_model import LatentWorldModel
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default=None)
-    parser.add_argument("--experiment", default="two_rooms_ac")
+    parser.add_argument("--experiment", default="two_rooms_wm")
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--elites", type=int, default=30)
     parser.add_argument("--horizon", type=int, default=5)
