@@ -20,6 +20,7 @@ from jepalab.eval.surprise import (
     Windows,
     auroc,
     clip_scores,
+    context_use,
     event_windows,
     future_masks,
     pairwise_accuracy,
@@ -336,6 +337,46 @@ def test_sliding_windows_give_finite_curves_without_leaks(tiny_video_cfg):
         sliding_windows(method.context_encoder, 2)
 
 
+class _MeanContextPredictor(nn.Module):
+    """Predicts every target token of a window as the mean of its context features."""
+
+    def forward(self, features, context, targets, mask_ids=None):
+        per_window = features.reshape(context.num_seqs, -1, features.shape[-1]).mean(1)
+        return per_window.repeat_interleave(targets.lengths, 0)
+
+
+def test_context_use_is_zero_when_the_predictor_ignores_the_context(tiny_video_cfg):
+    method = build_experiment(tiny_video_cfg).method.eval()
+    windows = sliding_windows(method.context_encoder, clip_frames=6, stride=2)
+    clips = torch.randn(4, 1, 6, 16, 16)
+    own = surprise_curves(method, clips, windows)
+    # seeing its own context through context_clips is the plain surprise, exactly
+    torch.testing.assert_close(surprise_curves(method, clips, windows, context_clips=clips), own)
+    # clips are scored independently: permuting clips and contexts together permutes curves
+    torch.testing.assert_close(
+        surprise_curves(method, clips.roll(1, 0), windows, context_clips=clips.roll(1, 0)),
+        own.roll(1, 0),
+    )
+    # A predictor that reads its context (each target predicted as the mean context feature)
+    # scores differently from a stranger's context. (A real one at init attends nearly
+    # uniformly and barely notices: its context use is ~1e-7.)
+    real = method.predictor
+    method.predictor = _MeanContextPredictor()
+    reader_own = surprise_curves(method, clips, windows)
+    reader_other = surprise_curves(method, clips, windows, context_clips=clips.roll(1, 0))
+    assert not torch.allclose(reader_own, reader_other)
+    method.predictor = real
+    with torch.no_grad():  # a predictor blind to the context: its input projection is zero
+        method.predictor.predictor_embed.weight.zero_()
+        method.predictor.predictor_embed.bias.zero_()
+    blind_own = surprise_curves(method, clips, windows)
+    blind_other = surprise_curves(method, clips, windows, context_clips=clips.roll(1, 0))
+    assert context_use(blind_own, blind_other) == pytest.approx(0.0, abs=1e-6)
+    assert context_use(torch.ones(3), torch.full((3,), 1.5)) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="must match"):
+        surprise_curves(method, clips, windows, context_clips=clips[:2])
+
+
 # -- the command ------------------------------------------------------------------------------
 @pytest.fixture
 def tiny_run(tiny_video_cfg):
@@ -365,13 +406,24 @@ def test_cli_end_to_end(tiny_run, tmp_path, capsys):
     assert report["windows"]["starts"] == [0, 1, 2, 3, 4]  # stride 1 by default
     assert len(report["curves"]["untrained"]["possible"][0]) == 5
     assert (tiny_run / "eval" / "surprise_pair.png").stat().st_size > 1000
+    assert "Context use" in table
+    for name, check in report["context_check"].items():  # the control on the possible clips
+        possible = np.asarray(report["curves"][name]["possible"])
+        assert check["own"] == pytest.approx(possible.mean(), rel=1e-5)
+        assert check["context_use"] == pytest.approx(check["other"] / check["own"] - 1, abs=1e-9)
     # the saved benchmark scores the same
     out = tmp_path / "again.json"
     reuse = [f"ckpt={tiny_run}", f"benchmark={tmp_path / 'bench.npz'}", f"out={out}"]
-    assert surprise_main([*reuse, "progress=false", "baseline=false", "score=event_mean"]) == 0
+    assert (
+        surprise_main(
+            [*reuse, "progress=false", "baseline=false", "score=event_mean", "context_check=false"]
+        )
+        == 0
+    )
     assert "clip score: event_mean over windows (mean in brackets)" in capsys.readouterr().out
-    again = json.loads(out.read_text())["metrics"]["trained (step 2)"]
-    assert again == report["metrics"]["trained (step 2)"]
+    again = json.loads(out.read_text())
+    assert again["metrics"]["trained (step 2)"] == report["metrics"]["trained (step 2)"]
+    assert again["context_check"] == {}
 
 
 def test_cli_rejects_bad_keys_and_explains_itself(tiny_run, capsys):

@@ -30,6 +30,7 @@ from jepalab.eval.linear_sweep import (
 from jepalab.eval.surprise import (
     Windows,
     auroc,
+    context_use,
     event_windows,
     pairwise_accuracy,
     sliding_windows,
@@ -62,6 +63,7 @@ __all__ = [
     "pairwise_accuracy",
     "pixel_featurizer",
     "sliding_windows",
+    "context_use",
     "surprise_curves",
     "surprise_metrics",
     "train_attentive_classifiers",

@@ -11,6 +11,8 @@ maximum or the mean of its windows' surprises; the release reports both. Here a 
 also be taken over the *event windows* only, those that predict the event frame from a
 context that ends before it (:func:`event_windows`). The metrics compare matched possible /
 impossible clips (:mod:`jepalab.data.physics`): pairwise (relative) accuracy and AUROC.
+A control, :func:`context_use`, checks that the surprise is an expectation at all: it
+predicts every window from another clip's context and reports how much worse that is.
 
 [0] Garrido et al. 2025, "Intuitive physics understanding emerges from self-supervised
     pretraining on natural videos", Sec. 2 and Methods.
@@ -122,7 +124,11 @@ def future_masks(
 
 @torch.no_grad()
 def window_surprise(
-    method: IJEPA, windows: Tensor, context_frames: int, mask_id: int = 0
+    method: IJEPA,
+    windows: Tensor,
+    context_frames: int,
+    mask_id: int = 0,
+    context_windows: Tensor | None = None,
 ) -> Tensor:
     """Surprise of each window: ``(B,)`` mean L1 between prediction and target features.
 
@@ -131,6 +137,8 @@ def window_surprise(
         windows: ``(B, C, num_frames, H, W)`` normalised clips of the encoder's length.
         context_frames: leading frames given to the context encoder.
         mask_id: mask token of the predictor for the predicted tokens.
+        context_windows: the control of :func:`context_use`: the context encoder sees the
+            first frames of these windows (same shape) instead, the targets stay ``windows``'.
     """
     encoder = method.context_encoder
     tubelet = int(getattr(encoder, "tubelet_size", 1))
@@ -141,7 +149,10 @@ def window_surprise(
     # The training forward, token by token: LN(target encoder(window)) at the targets, and the
     # predictor's output from the context encoder's view of the first frames.
     target = method.targets(batch)
-    context = encoder(windows, keep=masks.context)
+    seen = windows if context_windows is None else context_windows
+    if seen.shape != windows.shape:
+        raise ValueError(f"context_windows {tuple(seen.shape)} != windows {tuple(windows.shape)}")
+    context = encoder(seen, keep=masks.context)
     prediction = method.predictor(context, masks.context, masks.targets, masks.target_mask_ids())
     per_token = token_loss(prediction.float(), target.float(), "l1")
     return per_token.reshape(len(windows), -1).mean(1)
@@ -156,6 +167,7 @@ def surprise_curves(
     batch_size: int = 64,
     progress: bool = False,
     desc: str = "surprise",
+    context_clips: Tensor | None = None,
 ) -> Tensor:
     """Surprise of every sliding window of every clip.
 
@@ -166,6 +178,9 @@ def surprise_curves(
         mask_id: predictor mask token used for the predicted frames (the release: 0).
         batch_size: windows per forward pass (whole clips are batched together).
         progress: show a progress bar.
+        context_clips: ``(N, C, T, H, W)``: predict each window of ``clips`` from the
+            context frames of the same window of these clips (the control of
+            :func:`context_use`); default ``clips`` themselves.
 
     Returns:
         ``(N, W)`` float32 on the CPU; column ``w`` is the window starting at
@@ -176,6 +191,10 @@ def surprise_curves(
         raise ValueError(f"mask_id={mask_id}: the predictor has {len(num_tokens)} mask token(s)")
     device = next(iter(method.parameters()), torch.empty(0)).device
     span, num_windows = windows.num_frames, len(windows.starts)
+    if context_clips is not None and context_clips.shape != clips.shape:
+        raise ValueError(
+            f"context_clips {tuple(context_clips.shape)} must match clips {tuple(clips.shape)}"
+        )
     if clips.ndim != 5 or windows.starts[-1] + span > clips.shape[2]:
         raise ValueError(
             f"clips {tuple(clips.shape)} are not (N, C, T, H, W) clips of the {span}-frame "
@@ -183,20 +202,42 @@ def surprise_curves(
         )
     stride = windows.starts[1] - windows.starts[0] if num_windows > 1 else 1
     clips_per_batch = max(1, batch_size // num_windows)
+
+    def views(chunk: Tensor) -> Tensor:
+        # (n, C, W, H, Wd, span) -> (n * W, C, span, H, Wd): window w of clip j is row j*W+w
+        unfolded = chunk.to(device).unfold(2, span, stride)[:, :, :num_windows]
+        return unfolded.permute(0, 2, 1, 5, 3, 4).flatten(0, 1).contiguous()
+
     was_training = method.training
     method.eval()
     out = []
     try:
         for i in tqdm(range(0, len(clips), clips_per_batch), desc=desc, disable=not progress):
-            chunk = clips[i : i + clips_per_batch].to(device)
-            # (n, C, W, H, Wd, span) -> (n * W, C, span, H, Wd): window w of clip j is row j*W+w
-            views = chunk.unfold(2, span, stride)[:, :, :num_windows]
-            views = views.permute(0, 2, 1, 5, 3, 4).flatten(0, 1).contiguous()
-            scores = window_surprise(method, views, windows.context_frames, mask_id)
-            out.append(scores.reshape(len(chunk), num_windows).cpu())
+            rows = slice(i, i + clips_per_batch)
+            seen = None if context_clips is None else views(context_clips[rows])
+            scores = window_surprise(
+                method, views(clips[rows]), windows.context_frames, mask_id, seen
+            )
+            out.append(scores.reshape(-1, num_windows).cpu())
     finally:
         method.train(was_training)
     return torch.cat(out)
+
+
+def context_use(own: Tensor, other: Tensor) -> float:
+    """How much the predictor's surprise depends on what its context shows: the relative
+    increase of the mean surprise when every window is predicted from another clip's context
+    (``other``, :func:`surprise_curves` with ``context_clips``) instead of its own (``own``).
+
+    A predictor that reads the context predicts its own clip better than a stranger's (use
+    > 0); one whose predictions are the same whatever the context (use ~ 0) has a surprise
+    that measures only how unusual the target frames are -- content, not expectation.
+    """
+    own_mean = float(torch.as_tensor(own, dtype=torch.float64).mean())
+    other_mean = float(torch.as_tensor(other, dtype=torch.float64).mean())
+    if not own_mean > 0:
+        raise ValueError(f"context_use needs a positive mean surprise, got {own_mean}")
+    return other_mean / own_mean - 1.0
 
 
 def event_windows(windows: Windows, event_frames: Sequence[int] | np.ndarray) -> Tensor:

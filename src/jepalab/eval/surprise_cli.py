@@ -29,6 +29,7 @@ from jepalab.eval.cli_args import UsageError, describe_schema, parse_overrides
 from jepalab.eval.surprise import (
     SCORES,
     Windows,
+    context_use,
     event_windows,
     plot_surprise_pairs,
     sliding_windows,
@@ -59,6 +60,7 @@ class SurpriseArgs:
     benchmark: str | None = None  # an .npz to score instead of generating
     write_benchmark: str | None = None  # also save the (generated or loaded) clips here
     baseline: bool = True  # also score the untrained network of the same config and seed
+    context_check: bool = True  # control: predict the possible clips from another clip's context
     mask_id: int = 0  # predictor mask token for the predicted frames (release: 0)
     batch_size: int = 64  # windows per forward pass
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -100,10 +102,18 @@ def main(args: list[str]) -> int:
         for name, (pos, imp) in curves.items()
     }
     print(format_surprise_table(metrics, len(bench), windows, opts.score, opts.second_score))
+    checks = {}
+    if opts.context_check:
+        checks = {
+            name: _context_check(method, bench, windows, opts, name, curves[name][0])
+            for name, method in models.items()
+        }
+        print(format_context_check(checks))
 
     out = Path(opts.out) if opts.out else _run_dir(run.file) / "eval" / "surprise.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     report = _report(opts, run, bench, windows, curves, metrics)
+    report["context_check"] = checks
     out.write_text(json.dumps(report, indent=1))
     png = _plot(out.with_name(out.stem + "_pair.png"), bench, windows, curves, opts.plot_pair)
     _say(f"wrote {out} and {png}")
@@ -147,6 +157,49 @@ def format_surprise_table(
                 row += f"  {values[0]:>5.1%} ({values[1]:>5.1%})"
         lines.append(row)
     return "\n".join(lines)
+
+
+def format_context_check(checks: dict[str, dict[str, float]]) -> str:
+    """One line per model: how much worse its predictor does from another clip's context."""
+    lines = [
+        "Context use: mean surprise of the possible clips predicted from the next clip's "
+        "context, relative to their own\n(~0: the predictor ignores what its context shows, "
+        "and the surprise measures the content of the predicted frames only)"
+    ]
+    for name, check in checks.items():
+        lines.append(
+            f"  {name:<27} {check['context_use']:+.3%}  "
+            f"({check['other']:.5f} from another clip's context, {check['own']:.5f} own)"
+        )
+    return "\n".join(lines)
+
+
+def _context_check(
+    method: IJEPA,
+    bench: PhysicsBenchmark,
+    windows: Windows,
+    opts: SurpriseArgs,
+    name: str,
+    own: torch.Tensor,
+) -> dict[str, float]:
+    """:func:`context_use` on the possible clips, each predicted from the context of the next
+    clip in the benchmark (its pair's partner, e.g. the other path of a teleport)."""
+    clips = bench.clips("possible")
+    other = surprise_curves(
+        method,
+        clips,
+        windows,
+        opts.mask_id,
+        opts.batch_size,
+        opts.progress,
+        desc=f"{name}: context check",
+        context_clips=clips.roll(-1, 0),
+    )
+    return {
+        "own": float(own.double().mean()),
+        "other": float(other.double().mean()),
+        "context_use": context_use(own, other),
+    }
 
 
 def _device(name: str) -> torch.device:
