@@ -29,6 +29,7 @@ from jepalab.eval.surprise import (
     surprise_metrics,
     window_surprise,
 )
+from jepalab.eval.surprise_cli import SurpriseArgs, _context_check
 from jepalab.eval.surprise_cli import main as surprise_main
 from jepalab.experiment import build_experiment, run_dir_of, train
 from jepalab.masks.collator import MaskedBatch
@@ -375,6 +376,27 @@ def test_context_use_is_zero_when_the_predictor_ignores_the_context(tiny_video_c
     assert context_use(torch.ones(3), torch.full((3,), 1.5)) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="must match"):
         surprise_curves(method, clips, windows, context_clips=clips[:2])
+
+
+def test_the_command_predicts_each_possible_clip_from_the_next_clips_context(tiny_video_cfg):
+    # The CLI's control, checked with a predictor that does read its context: a real tiny one
+    # barely does, so the end-to-end test below cannot tell which context it was given.
+    method = build_experiment(tiny_video_cfg).method.eval()
+    method.predictor = _MeanContextPredictor()
+    bench = make_physics_benchmark(
+        2, ["vanish", "teleport"], clip_frames=6, canvas_size=16, digit_size=(6, 8), seed=1
+    )
+    windows = sliding_windows(method.context_encoder, bench.clip_frames)
+    clips = bench.clips("possible")
+    own = surprise_curves(method, clips, windows)
+    check = _context_check(
+        method, bench, windows, SurpriseArgs(ckpt="unused", progress=False), "stub", own
+    )
+    partner = surprise_curves(method, clips, windows, context_clips=clips.roll(-1, 0))
+    assert check["own"] == pytest.approx(float(own.double().mean()))
+    assert check["other"] == pytest.approx(float(partner.double().mean()))
+    assert check["context_use"] == pytest.approx(context_use(own, partner))
+    assert abs(check["context_use"]) > 1e-3  # the stub notices the stranger's context
 
 
 # -- the command ------------------------------------------------------------------------------
