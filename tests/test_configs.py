@@ -195,7 +195,7 @@ def test_cli_trains_vjepa_on_a_folder_of_mp4_files(tmp_path):
             "experiment=vjepa_moving_digits",
             "data=video_files",
             f"data.params.source={source}",
-            "data.params.grayscale=true",
+            "data.channels=1",  # grey clips, and a 1-channel encoder with them
             "data.params.frame_step=1",
             "data.batch_size=4",
             "encoder.img_size=16",

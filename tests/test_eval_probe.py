@@ -211,7 +211,13 @@ def test_cli_probes_an_image_run_end_to_end(image_run, tmp_path, capsys):
     assert report["encoder"] == "target" and report["checkpoint"].endswith("step_00000003.pt")
     assert report["pooling"]["linear"] == report["pooling"]["knn"] == "mean-pooled tokens"
     assert report["pooling"]["attentive"].startswith("all tokens")
-    assert report["data"] == {"name": "digits_canvas", "train": 160, "test": 80, "num_classes": 10}
+    assert report["data"] == {
+        "name": "digits_canvas",
+        "train": 160,
+        "test": 80,
+        "num_classes": 10,
+        "skipped": {"train": 0, "test": 0},  # unreadable samples left out
+    }
     assert report["feature_shapes"]["target encoder"] == {"pooled": [32], "tokens": [64, 32]}
     assert report["feature_shapes"]["raw pixels"] == {"pooled": [1024], "tokens": [64, 16]}
     assert set(report["results"]) == {"target encoder", "raw pixels", "random-init encoder"}

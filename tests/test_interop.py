@@ -637,3 +637,17 @@ def test_a_jepalab_training_checkpoint_exports_to_the_official_layout():
     load_predictor(fresh_pred, official)
     assert torch.equal(fresh.norm.bias, enc.norm.bias + 1)  # the EMA (target) encoder
     assert tensors_equal(fresh_pred.state_dict(), pred.state_dict())
+
+
+def test_an_import_the_weights_cannot_settle_says_so(caplog):
+    """An encoder-only file with a sincos table is V-JEPA's -- or V-JEPA 2's that kept its
+    unused table: detection picks V-JEPA and warns how to choose the other."""
+    ckpt = vjepa2_checkpoint()
+    encoder_only = {"target_encoder": ckpt["target_encoder"]}
+    with caplog.at_level("WARNING", logger="jepalab.interop.checkpoint"):
+        assert to_jepalab(encoder_only)["source"] == "vjepa"
+    assert "--from vjepa2" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="jepalab.interop.checkpoint"):
+        to_jepalab(ckpt)  # encoder and predictor: no doubt, no warning
+    assert "--from" not in caplog.text

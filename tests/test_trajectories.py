@@ -29,6 +29,7 @@ from jepalab.data.sampling import SampleKey
 from jepalab.data.trajectories import episode_path, split_episodes
 from jepalab.envs.collect import collect_two_rooms, random_policy_actions, rollout_random_walk
 from jepalab.envs.two_rooms import TwoRooms, TwoRoomsConfig
+from jepalab.errors import DataError
 
 LENGTHS = (10, 6, 3)
 
@@ -274,7 +275,7 @@ def test_collate_drops_none_and_counts_it(root):
     assert batch.frames.shape == (2, 3, 1, 8, 6)
     assert batch.actions.shape == (2, 2, 2) and batch.states.shape == (2, 3, 3)
     assert (batch.step, batch.skipped) == (7, 1)
-    with pytest.raises(RuntimeError, match="every sample of the batch at step 7"):
+    with pytest.raises(DataError, match="every sample of the batch of step 8"):  # as logged
         collate_trajectories([(None, SampleKey(0, 0, 7))])
 
 

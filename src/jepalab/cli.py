@@ -24,48 +24,110 @@ jepalab eval surprise ckpt=RUN [key=value ...]
 jepalab plan RUN_DIR [--episodes N] [--planner cem|mppi] [--baselines] ...
                                    plan with a trained action-conditioned model in Two-Rooms:
                                    success rate, distance to goal, planning time per step
+
+A mistake in a config, the data, a checkpoint or a path ends a command with one line,
+``jepalab <command>: error: ...`` naming what to change, and exit code 2. ``--debug``
+(anywhere on the line) or HYDRA_FULL_ERROR=1 shows the traceback instead; an unexpected
+exception (a bug) always does. ``--help`` works at every level (``jepalab eval --help``).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import tempfile
+import traceback
+import typing
 from collections.abc import Sequence
+from pathlib import Path
+
+from jepalab.errors import ConfigError, DataError, UserError
 
 USAGE = __doc__
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse`` whose usage errors are :class:`ConfigError` (reported as one line by
+    :func:`main`) instead of a usage block and ``sys.exit(2)``."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise ConfigError(f"{message} (--help lists the options)")
+
+
+def check_output(path: str | Path, option: str) -> Path:
+    """Make sure a file can be written at ``path`` before any compute: creates its folder
+    and a scratch file there. Raises :class:`ConfigError` naming the folder and the
+    ``option`` that chooses the file, so that a long evaluation does not lose its results
+    at the end."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent, prefix=f".{path.name}."):
+            pass
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise ConfigError(
+            f"cannot write {path}: its folder {path.parent} is not writable ({reason}); "
+            f"choose another file with {option}"
+        ) from err
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; give a file name with {option}")
+    return path
+
+
 def _train(overrides: Sequence[str]) -> int:
+    """Hydra composes the config, makes the run directory (``.hydra/``) and runs sweeps;
+    errors come back here for :func:`main` to report, instead of Hydra's own report."""
     import hydra
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
     from omegaconf import DictConfig
 
-    from jepalab.config import config_dir, register_configs
+    from jepalab.config import config_dir, register_configs, validate_config
     from jepalab.experiment import train
 
     register_configs()
+    failed: list[Exception] = []
 
     @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
     def _main(cfg: DictConfig) -> None:
-        if cfg.run_dir is None:
-            cfg.run_dir = HydraConfig.get().runtime.output_dir
-        train(cfg)
+        try:
+            validate_config(cfg)
+            if cfg.run_dir is None:
+                cfg.run_dir = HydraConfig.get().runtime.output_dir
+            train(cfg)
+        except Exception as exc:
+            if HydraConfig.get().mode == RunMode.MULTIRUN:
+                raise  # the launcher (maybe a SLURM job) must see the job fail
+            failed.append(exc)  # Hydra would print its own report and exit with 1
 
-    argv = sys.argv
+    argv, full_error = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
     sys.argv = ["jepalab", *overrides]
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # composition errors: raised, not printed + exit(1)
     try:
         _main()
     finally:
         sys.argv = argv
+        if full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = full_error
+    if failed:
+        raise failed[0]
     return 0
 
 
-def _list() -> int:
+def _list(args: Sequence[str]) -> int:
     from jepalab.config import config_dir
     from jepalab.data import list_datasets
     from jepalab.models import list_encoders, list_predictors
 
+    ArgumentParser(
+        prog="jepalab list",
+        description="List the registered encoders, predictors, datasets and experiments.",
+    ).parse_args(args)
     experiments = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
     for title, names in (
         ("encoders", list_encoders()),
@@ -81,7 +143,7 @@ def _collect(args: Sequence[str]) -> int:
     from jepalab.data.trajectories import describe, read_meta
     from jepalab.envs.collect import DOOR_START_FRACTION, collect_two_rooms
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="jepalab collect", description="Collect random-walk Two-Rooms episodes."
     )
     parser.add_argument("--out", default="data/two_rooms", help="output directory")
@@ -95,21 +157,17 @@ def _collect(args: Sequence[str]) -> int:
         help="share of episodes started next to the door (default %(default)s)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true", help="no progress output")
     opts = parser.parse_args(args)
-    try:
-        root = collect_two_rooms(
-            opts.out,
-            num_episodes=opts.episodes,
-            episode_length=opts.length,
-            seed=opts.seed,
-            door_start_fraction=opts.door_start_fraction,
-            overwrite=opts.overwrite,
-            progress=not opts.no_progress,
-        )
-    except (FileExistsError, ValueError) as exc:
-        print(f"jepalab collect: {exc}", file=sys.stderr)
-        return 2
+    root = collect_two_rooms(
+        opts.out,
+        num_episodes=opts.episodes,
+        episode_length=opts.length,
+        seed=opts.seed,
+        door_start_fraction=opts.door_start_fraction,
+        overwrite=opts.overwrite,
+        progress=not opts.no_progress,
+    )
     crossings = read_meta(root)["source"]["episodes_changing_room"]
     print(f"jepalab collect: {describe(root)}; {crossings} episodes cross the door")
     return 0
@@ -120,7 +178,7 @@ def _convert_trajectories(args: Sequence[str]) -> int:
 
     from jepalab.data.trajectories import describe, from_arrays
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="jepalab convert-trajectories",
         description="Write stacked arrays from one .npz as a trajectory dataset.",
     )
@@ -135,12 +193,10 @@ def _convert_trajectories(args: Sequence[str]) -> int:
     with np.load(opts.src, allow_pickle=False) as npz:
         missing = [key for key in ("frames", "actions") if key not in npz.files]
         if missing:
-            print(
-                f"jepalab convert-trajectories: {opts.src} has no {missing} (keys: "
-                f"{npz.files}); it needs frames (E,T,H,W[,C]) uint8 and actions (E,T-1,A).",
-                file=sys.stderr,
+            raise DataError(
+                f"{opts.src} has no {missing} (keys: {npz.files}); it needs frames "
+                "(E,T,H,W[,C]) uint8 and actions (E,T-1,A)"
             )
-            return 2
         states = npz["states"] if "states" in npz.files else None
         source = {"converted_from": str(opts.src)}
         root = from_arrays(
@@ -159,7 +215,7 @@ def _convert_trajectories(args: Sequence[str]) -> int:
 def _convert(args: Sequence[str]) -> int:
     from jepalab.interop import FORMATS, convert_file
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="jepalab convert",
         description="Convert official I-JEPA / V-JEPA / V-JEPA 2 checkpoints to jepalab's "
         "layout and back (docs: README, 'Official checkpoints').",
@@ -170,16 +226,10 @@ def _convert(args: Sequence[str]) -> int:
     parser.add_argument("dest", help="output file")
     opts = parser.parse_args(args)
     if opts.source == opts.target:
-        print(f"jepalab convert: --from and --to are both {opts.target!r}", file=sys.stderr)
-        return 2
+        raise ConfigError(f"--from and --to are both {opts.target!r}")
     if "jepalab" not in (opts.source, opts.target) and opts.source != "auto":
-        print("jepalab convert: one side must be 'jepalab'", file=sys.stderr)
-        return 2
-    try:
-        source = convert_file(opts.src, opts.dest, opts.source, opts.target)
-    except (FileNotFoundError, KeyError, ValueError) as exc:
-        print(f"jepalab convert: {exc}", file=sys.stderr)
-        return 2
+        raise ConfigError(f"--from {opts.source} --to {opts.target}: one side must be 'jepalab'")
+    source = convert_file(opts.src, opts.dest, opts.source, opts.target)
     print(f"jepalab convert: {opts.src} ({source}) -> {opts.dest} ({opts.target})")
     return 0
 
@@ -190,53 +240,137 @@ EVAL_COMMANDS = {
 }
 
 
+EVAL_USAGE = """usage: jepalab eval {probe,surprise} [key=value ...]
+
+  jepalab eval probe ckpt=RUN ...     frozen-feature probes (linear, k-NN, attentive)
+  jepalab eval surprise ckpt=RUN ...  intuitive-physics surprise on possible / impossible clips
+
+jepalab eval probe --help, jepalab eval surprise --help: their keys."""
+
+
 def _eval(args: Sequence[str]) -> int:
     import importlib
 
-    from jepalab.eval.cli_args import UsageError
-
+    if args and args[0] in HELP:
+        print(EVAL_USAGE)
+        return 0
     if not args or args[0] not in EVAL_COMMANDS:
         given = repr(args[0]) if args else "nothing"
-        print(
-            f"jepalab eval: got {given}; use one of: "
+        raise ConfigError(
+            f"got {given}; use one of: "
             + ", ".join(f"jepalab eval {name} ..." for name in EVAL_COMMANDS)
-            + " (--help for keys)",
-            file=sys.stderr,
+            + " (--help for their keys)"
         )
-        return 2
     module = importlib.import_module(EVAL_COMMANDS[args[0]])
-    try:
-        return module.main(list(args[1:]))
-    except UsageError as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
+    return module.main(list(args[1:]))
+
+
+def _plan(args: Sequence[str]) -> int:
+    from jepalab.plan import main as plan_main
+
+    return plan_main(args)
+
+
+HELP = ("-h", "--help", "help")
+COMMANDS = {
+    "train": _train,
+    "list": _list,
+    "collect": _collect,
+    "convert": _convert,
+    "convert-trajectories": _convert_trajectories,
+    "eval": _eval,
+    "plan": _plan,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns its exit code (2 for a user error, reported as one line)."""
     args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("HYDRA_FULL_ERROR", "") not in ("", "0")
+    args = [a for a in args if a != "--debug"]
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
-    if not args or args[0] in ("-h", "--help", "help"):
+    if not args or args[0] in HELP:
         print(USAGE)
         return 0 if args else 2
     command, rest = args[0], args[1:]
-    if command == "train":
-        return _train(rest)
-    if command == "list":
-        return _list()
-    if command == "collect":
-        return _collect(rest)
-    if command == "convert":
-        return _convert(rest)
-    if command == "convert-trajectories":
-        return _convert_trajectories(rest)
-    if command == "eval":
-        return _eval(rest)
-    if command == "plan":
-        from jepalab.plan import main as plan_main
+    if command not in COMMANDS:
+        print(
+            f"jepalab: error: unknown command {command!r}; one of: {', '.join(COMMANDS)} "
+            "(jepalab --help)",
+            file=sys.stderr,
+        )
+        return 2
+    prog = f"jepalab {command}"
+    if command == "eval" and rest and rest[0] in EVAL_COMMANDS:
+        prog += f" {rest[0]}"
+    try:
+        return COMMANDS[command](rest)
+    except SystemExit as exc:  # argparse's and Hydra's --help
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise  # a bug: the whole traceback
+        if debug:
+            traceback.print_exc()
+        else:
+            print(f"{prog}: error: {one_line(exc, prog)}", file=sys.stderr)
+        return 2
 
-        return plan_main(rest)
-    print(f"jepalab: unknown command {command!r}\n{USAGE}", file=sys.stderr)
-    return 2
+
+def is_user_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a mistake the user can fix (the message says how), not a bug:
+    jepalab's :class:`~jepalab.errors.UserError`, and the built-in, OmegaConf and Hydra
+    errors that our code and Hydra's config composition raise with a message naming the key,
+    file or value."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    return isinstance(
+        exc,
+        (
+            UserError,
+            ValueError,
+            KeyError,
+            FileNotFoundError,
+            FileExistsError,
+            PermissionError,
+            NotADirectoryError,
+            IsADirectoryError,
+            OmegaConfBaseException,
+            HydraException,
+        ),
+    )
+
+
+def one_line(exc: BaseException, prog: str = "jepalab") -> str:
+    """``exc``'s message as one line: OmegaConf's key details and Hydra's wrapped cause
+    folded in, whitespace collapsed, a repeated ``jepalab <command>:`` prefix dropped."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    text = _message(exc)
+    cause = exc.__cause__
+    if isinstance(cause, OmegaConfBaseException) and not isinstance(exc, OmegaConfBaseException):
+        # Hydra's "Could not override 'x'.\nTo append ... use +x=..." (not for a typed config)
+        text = f"{text.splitlines()[0].rstrip('.')}: {_message(cause, text)}"
+    text = text.split("Config search path:")[0]  # Hydra's list of config sources
+    text = " ".join(text.split())
+    for prefix in (f"{prog}: ", "jepalab: "):
+        text = text.removeprefix(prefix)
+    return text
+
+
+def _message(exc: BaseException, context: str = "") -> str:
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(exc, OmegaConfBaseException):
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        key = getattr(exc, "full_key", None)
+        named = key and str(key) in first + context
+        return first if not key or named else f"{first} (key {key})"
+    if isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], str):
+        arg = exc.args[0]
+        return arg if " " in arg else f"key {arg!r} not found"
+    return str(exc) or type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -18,9 +18,17 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from jepalab.config import Config, DataConfig, EncoderConfig, MaskConfig, PredictorConfig
+from jepalab.config import (
+    Config,
+    DataConfig,
+    EncoderConfig,
+    MaskConfig,
+    PredictorConfig,
+    validate_config,
+)
 from jepalab.data import create_dataset
 from jepalab.data.trajectories import collate_trajectories
+from jepalab.errors import ConfigError
 from jepalab.eval.attentive_probe import fit_attentive_probe
 from jepalab.eval.linear_probe import (
     ProbeResult,
@@ -40,8 +48,14 @@ from jepalab.masks import (
 from jepalab.methods import IJEPA, VJEPA, ActionConditioned, Method
 from jepalab.methods.regularizers import build_regularizer, regularizer_weight
 from jepalab.models import create_encoder, create_predictor
+from jepalab.runs import (  # noqa: F401  (LoadedRun, config_from_checkpoint: re-exported)
+    LoadedRun,
+    config_from_checkpoint,
+    load_pretrained_encoder,
+    load_run,
+)
 from jepalab.train import Trainer
-from jepalab.train.checkpoint import load_checkpoint, resolve_checkpoint
+from jepalab.train.resume import accept_run
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +96,8 @@ def build_encoder(cfg: EncoderConfig) -> nn.Module:
     if is_convnext(cfg.name):
         if cfg.pos_embed != "sincos":
             ignored["pos_embed"] = cfg.pos_embed
+        if cfg.rope_reference_layout:
+            ignored["rope_reference_layout"] = True
         if ignored:
             log.warning(
                 "%s ignores %s: those keys shape a ViT; a ConvNeXt's widths come from its name "
@@ -96,6 +112,8 @@ def build_encoder(cfg: EncoderConfig) -> nn.Module:
                 f"encoder.name={cfg.name!r} is not one"
             )
         kwargs.update(attn_backend=cfg.attn_backend, pos_embed=cfg.pos_embed)
+        if cfg.pos_embed == "rope":
+            kwargs["rope_reference_layout"] = cfg.rope_reference_layout
     encoder = create_encoder(cfg.name, **kwargs)
     if cfg.grad_checkpointing:
         encoder.set_grad_checkpointing(True)
@@ -119,8 +137,19 @@ def build_predictor(
         drop_path_rate=cfg.drop_path_rate,
         attn_backend=attn_backend,
         num_mask_tokens=num_mask_tokens,
-        pos_embed=cfg.pos_embed or encoder.pos_embed_kind,
+        **predictor_positions(cfg.pos_embed, encoder),
     )
+
+
+def predictor_positions(pos_embed: str | None, encoder: nn.Module) -> dict[str, Any]:
+    """The predictor's position scheme: ``predictor.pos_embed`` or the encoder's, and for
+    RoPE the encoder's channel layout (``encoder.rope_reference_layout``)."""
+    kind = pos_embed or encoder.pos_embed_kind
+    out: dict[str, Any] = {"pos_embed": kind}
+    if kind == "rope":
+        rope = getattr(encoder, "rope", None)
+        out["rope_reference_layout"] = bool(getattr(rope, "reference_layout", False))
+    return out
 
 
 def default_num_heads(encoder: nn.Module, width: int) -> int:
@@ -177,9 +206,11 @@ def build_mask_generator(cfg: MaskConfig, grid_size: tuple[int, ...]) -> MaskGen
 
 def build_dataset(cfg: DataConfig, **overrides: Any):
     """``create_dataset(cfg.name, **cfg.params, **overrides)``."""
-    if isinstance(cfg, DictConfig):
-        missing = [f"data.{key}" for key in OmegaConf.missing_keys(cfg)]
-        missing = [k for k in missing if k.split(".")[-1] not in overrides]
+    if isinstance(cfg, DictConfig):  # the probe splits' values: see unset_probe_keys
+        keys = ["data." + key.removeprefix("data.") for key in OmegaConf.missing_keys(cfg)]
+        missing = sorted(
+            k for k in keys if not k.startswith("data.probe.") and k.split(".")[-1] not in overrides
+        )
         if missing:
             raise ValueError(
                 f"required config value(s) not set: {', '.join(missing)} "
@@ -187,6 +218,15 @@ def build_dataset(cfg: DataConfig, **overrides: Any):
             )
     params = {**_plain(cfg.params), **overrides}
     return create_dataset(cfg.name, **params)
+
+
+def unset_probe_keys(cfg: DataConfig) -> list[str]:
+    """The required values of the probe splits left unset (``???``), e.g.
+    ``data.probe.train.root`` of ``data=image_folder``; empty without probe splits."""
+    if not isinstance(cfg, DictConfig) or cfg.get("probe") is None:
+        return []
+    keys = ["data." + key.removeprefix("data.") for key in OmegaConf.missing_keys(cfg)]
+    return sorted(k for k in keys if k.startswith("data.probe."))
 
 
 @dataclass
@@ -259,109 +299,29 @@ def build_initial_method(cfg: Config) -> IJEPA:
 def _build_masked(cfg: Config) -> Experiment:
     method, masks = build_masked_method(cfg)
     collate = MaskCollator(masks, cfg.trainer.seed)
-    return Experiment(method, build_dataset(cfg.data), collate)
+    dataset = build_dataset(cfg.data)
+    check_data_fits_encoder(cfg, dataset)
+    return Experiment(method, dataset, collate)
 
 
-def load_pretrained_encoder(
-    path: str | Path, single_frame: bool = True
-) -> tuple[nn.Module, EncoderConfig]:
-    """The evaluation encoder (EMA target) of one of our I-JEPA / V-JEPA checkpoints, and the
-    configuration it was built from.
-
-    The encoder is rebuilt from the configuration stored in the checkpoint, so its shape
-    always matches the weights. ``single_frame``: a video encoder is rebuilt for one tubelet
-    (``num_frames = tubelet_size``) to embed single frames, as V-JEPA 2-AC does; its fixed
-    sincos table is recomputed for that grid, every learned weight is loaded as is.
-    """
-    file = resolve_checkpoint(path)
-    state = load_checkpoint(file)
-    stored = state.get("config") or {}
-    if "encoder" not in stored:
-        raise ValueError(f"{file} holds no encoder configuration; is it a jepalab checkpoint?")
-    enc_cfg = EncoderConfig(**stored["encoder"])
-    if single_frame and enc_cfg.num_frames > 1:
-        enc_cfg.num_frames = enc_cfg.tubelet_size
-    encoder = build_encoder(enc_cfg)
-    prefix = "target_encoder.module."
-    if stored.get("method", {}).get("target") == "online":
-        prefix = "context_encoder."  # no EMA copy: the context encoder is the target
-    weights = {k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)}
-    if not weights:
-        raise ValueError(f"{file} has no target-encoder weights ({prefix}*)")
-    if enc_cfg.num_frames != stored["encoder"].get("num_frames", 1):
-        weights.pop("pos_embed", None)  # the fixed table of the longer clip
-    missing, unexpected = encoder.load_state_dict(weights, strict=False)
-    missing = [k for k in missing if k != "pos_embed"]
-    if missing or unexpected:
-        raise ValueError(f"{file}: encoder weights do not match: {missing=} {unexpected=}")
-    log.info("loaded the pretrained encoder of %s (step %s)", file, state.get("step"))
-    return encoder, enc_cfg
-
-
-@dataclass
-class LoadedRun:
-    """A trained I-JEPA / V-JEPA method rebuilt from one of our checkpoints."""
-
-    cfg: DictConfig  # the run's configuration (the :class:`Config` schema)
-    method: IJEPA  # context encoder, EMA target encoder, predictor; in eval mode
-    step: int
-    file: Path
-
-
-def config_from_checkpoint(state: dict, file: Path) -> DictConfig:
-    """The :class:`Config` stored in a training checkpoint, validated against the schema."""
-    stored = state.get("config")
-    if not stored:
-        raise ValueError(f"{file} holds no run configuration; is it a jepalab checkpoint?")
-    schema = OmegaConf.structured(Config)
-    dropped: list[str] = []
-    known = _known_keys(schema, stored, "", dropped)
-    if dropped:
-        log.warning(
-            "%s: config keys unknown to this version of jepalab are ignored: %s",
-            file,
-            ", ".join(dropped),
+def check_data_fits_encoder(cfg: Config, dataset: Any) -> None:
+    """The encoder reads what the data yields: ``encoder.in_chans`` follows ``data.channels``
+    (configs/config.yaml); an override that breaks that is an error naming both keys,
+    instead of a shape error deep inside the first step."""
+    channels = getattr(dataset, "in_chans", None)
+    if channels is None:
+        return
+    if channels != cfg.data.channels:
+        raise ConfigError(
+            f"data.name={cfg.data.name!r} yields {channels}-channel samples but "
+            f"data.channels={cfg.data.channels}; set data.channels={channels}"
         )
-    return OmegaConf.merge(schema, known)
-
-
-def _known_keys(schema: Any, stored: Any, prefix: str, dropped: list[str]) -> Any:
-    """``stored`` without the keys that ``schema`` (a structured section) does not have."""
-    if not isinstance(stored, dict) or not isinstance(schema, DictConfig):
-        return stored
-    if schema._metadata.object_type in (None, dict):  # a free-form dict (e.g. data.params)
-        return stored
-    out = {}
-    for key, value in stored.items():
-        if key not in schema:
-            dropped.append(prefix + key)
-            continue
-        child = schema._get_node(key)
-        out[key] = _known_keys(child, value, f"{prefix}{key}.", dropped)
-    return out
-
-
-def load_run(path: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
-    """Rebuild the masked-JEPA method of a run directory (newest checkpoint) or checkpoint
-    file, with its trained weights, for evaluation (probes, surprise).
-
-    The modules are built from the configuration stored in the checkpoint, so their shapes
-    always match the weights; every key must load (``strict``).
-    """
-    file = resolve_checkpoint(path)
-    state = load_checkpoint(file)
-    cfg = config_from_checkpoint(state, file)
-    name = cfg.method.name
-    if name not in ("ijepa", "vjepa"):
-        raise ValueError(
-            f"{file} is a method.name={name!r} run; load_run rebuilds I-JEPA / V-JEPA runs "
-            "(for an action-conditioned run, evaluate its method.encoder_checkpoint)"
+    if cfg.encoder.in_chans != channels:
+        raise ConfigError(
+            f"encoder.in_chans={cfg.encoder.in_chans} but the data yields {channels} "
+            f"channel(s) (data.channels={cfg.data.channels}); leave encoder.in_chans unset "
+            "(it follows data.channels) or change the data"
         )
-    method = build_initial_method(cfg)
-    method.load_state_dict(state["model"])
-    method.to(device).eval()
-    log.info("loaded %s run %s (step %s)", name, file, state.get("step"))
-    return LoadedRun(cfg, method, int(state.get("step", 0)), file)
 
 
 def build_action_model(
@@ -400,6 +360,8 @@ def build_action_model(
         num_heads=p.num_heads or default_num_heads(encoder, p.embed_dim),
         drop_path_rate=p.drop_path_rate,
         attn_backend=cfg.encoder.attn_backend,
+        # sincos unless predictor.pos_embed says otherwise (V-JEPA 2-AC: rope)
+        **predictor_positions(p.pos_embed or "sincos", encoder),
     )
     return ActionConditioned(
         encoder,
@@ -425,6 +387,8 @@ def _build_action(cfg: Config) -> Experiment:
                 f"method=action needs a trajectory dataset (data.name=trajectories), got "
                 f"data.name={cfg.data.name!r}"
             )
+    if not cfg.method.encoder_checkpoint:  # a pretrained encoder brings its own channels
+        check_data_fits_encoder(cfg, dataset)
     method = build_action_model(cfg, dataset.action_dim, dataset.state_dim)
     return Experiment(method, dataset, collate_trajectories)
 
@@ -468,8 +432,18 @@ def train(cfg: Config) -> dict[str, Any]:
 
     Returns a summary with the final loss and the probe table.
     """
+    validate_config(cfg)  # counts, ranges and names, each error naming its key
     if cfg.eval.probe not in PROBES:
         raise ValueError(f"eval.probe={cfg.eval.probe!r} is not one of {PROBES}")
+    unset = unset_probe_keys(cfg.data) if cfg.eval.probe != "none" else []
+    if unset:  # said before training, not after it; the command still trains as typed
+        log.warning(
+            "no probe after training: %s %s not set (e.g. jepalab train %s=/path/to/labelled/"
+            "data); eval.probe=none silences this",
+            ", ".join(unset),
+            "is" if len(unset) == 1 else "are",
+            unset[0],
+        )
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     exp = build_experiment(cfg)  # may fill in cfg (the pretrained encoder's configuration)
@@ -477,7 +451,7 @@ def train(cfg: Config) -> dict[str, Any]:
     trainer = build_trainer(cfg, exp, resolved)  # joins the process group of a launcher
     try:
         if trainer.dist.is_main:
-            (run_dir / "config.json").write_text(json.dumps(resolved, indent=2))
+            accept_run(run_dir, resolved, trainer.ckpt_dir, trainer.model_specs, trainer.cfg.resume)
             log.info(
                 "run %s: %d steps (%d per epoch) of %d samples (%d process(es) x %d "
                 "accumulation step(s) x %d), %.1fM trainable parameters, device %s",
@@ -502,28 +476,34 @@ def train(cfg: Config) -> dict[str, Any]:
     encoder = exp.method.eval_encoder
     if trainer.sharded:  # the trained modules hold shards; probe the full checkpoint
         encoder = load_run(run_dir, trainer.device).method.eval_encoder
-    if cfg.eval.probe != "none" and cfg.data.probe is not None:
-        results = probe(cfg, encoder, trainer.device)
+    if cfg.eval.probe != "none" and cfg.data.probe is not None and not unset:
+        results, splits = probe(cfg, encoder, trainer.device)
         table = format_table(results)
         kind = "Linear probe" if cfg.eval.probe == "linear" else "Attentive probe"
         print(f"\n{kind} on frozen features (held-out split):\n" + table, flush=True)
         summary["probe"] = {k: asdict(v) for k, v in results.items()}
-        (run_dir / "probe.json").write_text(json.dumps(summary["probe"], indent=2))
+        summary["probe_splits"] = splits
+        report = {**summary["probe"], "splits": splits}
+        (run_dir / "probe.json").write_text(json.dumps(report, indent=2))
     return summary
 
 
 PROBES = ("linear", "attentive", "none")
 
 
-def probe(cfg: Config, encoder: nn.Module, device: torch.device) -> dict[str, ProbeResult]:
+def probe(
+    cfg: Config, encoder: nn.Module, device: torch.device
+) -> tuple[dict[str, ProbeResult], dict[str, dict[str, int]]]:
     """Probe raw pixels, a randomly initialised encoder and ``encoder`` on ``data.probe``.
 
     ``eval.probe=linear``: logistic regression on average-pooled features (I-JEPA).
     ``eval.probe=attentive``: V-JEPA's attentive probe on all tokens; raw pixels enter as the
     encoder's own patch/tubelet grid of pixel tokens.
+
+    Returns the results by features and, per split, ``{"samples": probed, "skipped":
+    unreadable}`` (unreadable files are logged by name and left out).
     """
-    train_set = build_dataset(cfg.data, **_plain(cfg.data.probe.train))
-    test_set = build_dataset(cfg.data, **_plain(cfg.data.probe.test))
+    sets = {split: build_dataset(cfg.data, **_plain(cfg.data.probe[split])) for split in SPLITS}
     torch.manual_seed(cfg.trainer.seed + 1)
     random_encoder = build_encoder(cfg.encoder).to(device)
     batch_size = cfg.eval.batch_size
@@ -561,10 +541,31 @@ def probe(cfg: Config, encoder: nn.Module, device: torch.device) -> dict[str, Pr
     results = {}
     for name, featurize in candidates.items():
         log.info("probe: %s", name)
-        train_xy = extract_features(featurize, train_set, batch_size, device)
-        test_xy = extract_features(featurize, test_set, batch_size, device)
-        results[name] = fit(train_xy, test_xy)
-    return results
+        xy = {
+            split: extract_features(featurize, sets[split], batch_size, device) for split in SPLITS
+        }
+        results[name] = fit(xy["train"], xy["test"])
+    return results, probe_split_counts(sets, {split: len(xy[split][1]) for split in SPLITS})
+
+
+SPLITS = ("train", "test")
+
+
+def probe_split_counts(sets: dict[str, Any], probed: dict[str, int]) -> dict[str, dict[str, int]]:
+    """``{split: {"samples": probed, "skipped": unreadable}}``, logged: the samples a probe
+    did not see because their files could not be read."""
+    counts = {}
+    for split, dataset in sets.items():
+        skipped = len(dataset) - probed[split]
+        counts[split] = {"samples": probed[split], "skipped": skipped}
+        log.log(
+            logging.WARNING if skipped else logging.INFO,
+            "probe %s split: %d samples probed, %d unreadable skipped (named above)",
+            split,
+            probed[split],
+            skipped,
+        )
+    return counts
 
 
 def pixel_tokens(encoder: nn.Module):

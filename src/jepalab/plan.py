@@ -7,6 +7,11 @@ the current and the goal image, executes the first ``--execute`` planned actions
 (MPC). Prints success rate, mean final distance to the goal and planning time per MPC step,
 optionally next to a random and a greedy ("walk straight at the goal") baseline; saves a
 picture of one episode with its planned and executed paths, and ``plan.json``.
+
+The output files are checked to be writable before anything is computed, and ``plan.json``
+is rewritten after each policy (``"complete": false`` until the last one), so an interrupted
+evaluation keeps what it finished. Given a run directory, the newest checkpoint that loads is
+used (a damaged newer one is skipped with a warning naming it).
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ from typing import Any
 
 import torch
 
+from jepalab.cli import ArgumentParser, check_output
 from jepalab.data.trajectories import read_meta
 from jepalab.envs import TwoRooms, TwoRoomsConfig, TwoRoomsEnv
+from jepalab.errors import CheckpointError, ConfigError
 from jepalab.experiment import build_action_model, config_from_checkpoint
 from jepalab.methods.action import ActionConditioned
 from jepalab.planning import (
@@ -43,20 +50,19 @@ from jepalab.planning.world_model import (
     latent_distance_map,
     latent_distance_profile,
 )
-from jepalab.train.checkpoint import load_checkpoint, resolve_checkpoint
+from jepalab.train.checkpoint import load_newest, resolve_checkpoint
 from jepalab.train.trainer import resolve_device
 
 log = logging.getLogger(__name__)
 
 
 def load_action_model(path: str | Path, device: str = "cpu") -> tuple[ActionConditioned, dict]:
-    """An :class:`ActionConditioned` method restored from its training checkpoint (a file or
-    a run directory), and the run's configuration."""
-    file = resolve_checkpoint(path)
-    state = load_checkpoint(file, map_location="cpu")
+    """An :class:`ActionConditioned` method restored from its training checkpoint (a file, or
+    a run directory's newest checkpoint that loads), and the run's configuration."""
+    file, state = load_newest(path, map_location="cpu")
     stored = state.get("config") or {}
     if stored.get("method", {}).get("name") != "action":
-        raise ValueError(
+        raise CheckpointError(
             f"{file} is not an action-conditioned checkpoint (method.name="
             f"{stored.get('method', {}).get('name')!r}); train one with method=action"
         )
@@ -130,13 +136,23 @@ def build_planner(settings: PlanSettings, world_model: LatentWorldModel, bound: 
     elif settings.planner == "mppi":
         config = MPPIConfig(temperature=settings.temperature, **common)
     else:
-        raise ValueError(f"--planner must be 'cem' or 'mppi', got {settings.planner!r}")
+        raise ConfigError(f"--planner must be 'cem' or 'mppi', got {settings.planner!r}")
     device = None if world_model.device.type == "cpu" else str(world_model.device)
     return EnergyPlanner(world_model.make_energy, config, 2, settings.seed, device)
 
 
 def run(settings: PlanSettings) -> dict[str, Any]:
-    """Evaluate the planner (and baselines) over seeded episodes; returns the summary."""
+    """Evaluate the planner (and baselines) over seeded episodes; returns the summary.
+
+    Checks that the output files can be written before any compute; rewrites ``plan.json``
+    after each policy."""
+    resolve_checkpoint(settings.checkpoint)  # a wrong path fails before outputs are made
+    run_dir = _run_dir(settings.checkpoint)
+    picture = check_output(settings.picture or run_dir / "plan_episode.png", "--picture FILE")
+    landscape = check_output(
+        settings.landscape or run_dir / "plan_landscape.png", "--landscape FILE"
+    )
+    out = check_output(settings.out or run_dir / "plan.json", "--out FILE")
     if settings.threads:
         torch.set_num_threads(settings.threads)
     device = resolve_device(settings.device)
@@ -158,9 +174,7 @@ def run(settings: PlanSettings) -> dict[str, Any]:
     )
     profile = None
     if settings.profile_pairs > 0:
-        profile = latent_distance_profile(
-            world_model, world, settings.profile_pairs, settings.seed
-        )
+        profile = latent_distance_profile(world_model, world, settings.profile_pairs, settings.seed)
         log.info("latent vs true distance: Spearman %.3f", profile["spearman"])
     bound = env_cfg.max_speed * action_repeat
     loop = dict(execute=settings.execute, action_repeat=action_repeat, max_steps=settings.max_steps)
@@ -173,6 +187,16 @@ def run(settings: PlanSettings) -> dict[str, Any]:
         policies["random policy"] = RandomPolicy(bound)
         policies["greedy (privileged positions)"] = GreedyPolicy()
     rows, episodes = {}, {}
+    summary = {
+        "settings": asdict(settings)
+        | {"action_repeat": model_repeat, "env_steps_per_planned_action": action_repeat},
+        "environment": asdict(env_cfg),
+        "results": rows,
+        "latent_distance": profile,
+        "picture": str(picture),
+        "landscape": str(landscape),
+        "complete": False,
+    }
     for name, policy in policies.items():
         start = time.perf_counter()
         label = name if settings.progress else None
@@ -194,23 +218,12 @@ def run(settings: PlanSettings) -> dict[str, Any]:
         result["wall_seconds"] = time.perf_counter() - start
         rows[name] = result
         log.info("%s: success %.1f%%", name, 100 * result["success_rate"])
-    run_dir = _run_dir(settings.checkpoint)
-    picture = Path(settings.picture or run_dir / "plan_episode.png")
+        out.write_text(json.dumps(summary, indent=2))  # the policies finished so far
     first = next(iter(episodes.values()))[0]
     save_episode_picture(picture, world, first)
-    landscape = Path(settings.landscape or run_dir / "plan_landscape.png")
     distances = latent_distance_map(world_model, world, first.goal)
     save_landscape_picture(landscape, world, distances, first.goal, first)
-    summary = {
-        "settings": asdict(settings)
-        | {"action_repeat": model_repeat, "env_steps_per_planned_action": action_repeat},
-        "environment": asdict(env_cfg),
-        "results": rows,
-        "latent_distance": profile,
-        "picture": str(picture),
-        "landscape": str(landscape),
-    }
-    out = Path(settings.out or run_dir / "plan.json")
+    summary["complete"] = True
     out.write_text(json.dumps(summary, indent=2))
     print(format_results(rows, settings), flush=True)
     if profile is not None:
@@ -294,7 +307,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def parse_args(argv: Sequence[str]) -> PlanSettings:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="jepalab plan",
         description=__doc__.split("\n\n")[0],
         formatter_class=_HelpFormatter,

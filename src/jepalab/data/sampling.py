@@ -5,10 +5,15 @@ The batch sampler is stateless apart from the step it starts at: the batch of gl
 sample is fetched with a :class:`SampleKey`, and :class:`SeededDataset` seeds the torch RNG
 from it before calling the wrapped dataset, so augmentations do not depend on the number of
 dataloader workers, on which worker runs a sample, or on where a run was resumed.
+
+A sample that cannot be read (the dataset returns ``None``) is replaced by another drawn from
+``(seed, step, position)``, so a batch stays full and a rerun or a resumed run replaces it with
+the same sample; the collator counts every unreadable read (:attr:`SampleKey.replaced`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -16,17 +21,24 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+log = logging.getLogger(__name__)
+
 
 class SampleKey(NamedTuple):
     """What a dataloader asks for: dataset ``index``, drawn in ``epoch`` for global ``step``,
     at ``position`` of that step's global batch of ``batch_size`` samples (``batch_size=0``:
-    the batch being collated is the whole step's batch)."""
+    the batch being collated is the whole step's batch). ``step`` counts from 0: the step
+    logged (and checkpointed) as ``step + 1``.
+
+    ``replaced``: set by :class:`SeededDataset` on the key it returns, how many unreadable
+    samples were replaced at this position before the returned one was read."""
 
     index: int
     epoch: int
     step: int
     position: int = 0
     batch_size: int = 0
+    replaced: int = 0
 
 
 def mix_seed(*values: int) -> int:
@@ -114,21 +126,70 @@ def micro_batch_size(batch_size: int, world_size: int = 1, accum_steps: int = 1)
     return batch_size // parts
 
 
+REPLACEMENT_TRIES = 8  # unreadable samples replaced per batch position before it is dropped
+
+
 class SeededDataset(Dataset):
     """Wraps a map-style dataset so sample ``key`` is drawn under a seed derived from it.
 
     ``__getitem__(key)`` returns ``(sample, key)``; a plain int index is treated as epoch 0.
+    When the dataset returns ``None`` (an unreadable file, which the dataset logs), up to
+    ``replacement_tries`` other samples are drawn in its place, each index and augmentation a
+    function of ``(seed, step, position, try)`` (the same on a rerun, on a resume and in any
+    worker); the returned key's ``replaced`` says how many were unreadable. If every try
+    fails the sample is ``None`` and the collator drops it. ``replacement_tries=0``: no
+    replacement.
     """
 
-    def __init__(self, dataset: Dataset, seed: int) -> None:
+    def __init__(
+        self, dataset: Dataset, seed: int, replacement_tries: int = REPLACEMENT_TRIES
+    ) -> None:
         self.dataset, self.seed = dataset, seed
+        self.replacement_tries = replacement_tries
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
+    def _load(self, index: int, seed: int) -> Any:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
+
     def __getitem__(self, key: SampleKey | int) -> tuple[Any, SampleKey]:
         if not isinstance(key, SampleKey):
             key = SampleKey(int(key), 0, 0)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(mix_seed(self.seed, key.epoch, key.index))
-            return self.dataset[key.index], key
+        sample = self._load(key.index, mix_seed(self.seed, key.epoch, key.index))
+        if sample is None and self.replacement_tries and len(self) > 1:
+            sample, key = self._replace(key)
+        return sample, key
+
+    def _replace(self, key: SampleKey) -> tuple[Any, SampleKey]:
+        """Draw replacements for the unreadable sample ``key.index`` until one loads."""
+        rng = np.random.default_rng(mix_seed(self.seed, key.step, key.position, 0x7265706C))
+        sample, index, tries = None, key.index, 0
+        while sample is None and tries < self.replacement_tries:
+            tries += 1
+            unreadable = index
+            index = int(rng.integers(len(self) - 1))
+            index += index >= key.index  # never the sample being replaced
+            log.warning(
+                "step %d: sample %d could not be read (the warning above names the file); "
+                "position %d of the batch takes sample %d instead",
+                key.step + 1,
+                unreadable,
+                key.position,
+                index,
+            )
+            # its own augmentation: the replacement may also be drawn in this step's batch
+            seed = mix_seed(self.seed, key.epoch, index, key.step, key.position, tries)
+            sample = self._load(index, seed)
+        if sample is None:
+            log.warning(
+                "step %d: sample %d could not be read either; position %d of the batch stays "
+                "empty after %d replacements",
+                key.step + 1,
+                index,
+                key.position,
+                tries,
+            )
+        return sample, key._replace(replaced=tries)

@@ -28,9 +28,11 @@ Sources:
 
 Corrupt files are never silent: a video that cannot be opened or decoded (or has no frames) is
 logged (logger ``jepalab.data``), counted in ``num_corrupt``, and ``__getitem__`` returns
-``None``; the collator drops it and the Trainer fails once ``trainer.max_bad_sample_fraction``
-is exceeded. (decord 0.6 cannot decode a few small frame widths, 8, 12, 16, 24, 48 and 72 px,
-"The size must exactly match"; such files are reported the same way.)
+``None``; in training another sample takes its place in the batch
+(:class:`~jepalab.data.sampling.SeededDataset`), the collator counts it and the Trainer fails
+once ``trainer.max_bad_sample_fraction`` is exceeded. (decord 0.6 cannot decode a few small
+frame widths, 8, 12, 16, 24, 48 and 72 px, "The size must exactly match"; such files are
+reported the same way.)
 
 [0] Bardes et al. 2024, "Revisiting Feature Prediction for Learning Visual Representations from
     Video" (V-JEPA), https://github.com/facebookresearch/jepa
@@ -160,6 +162,8 @@ class VideoDataset(Dataset):
         crop_aspect: ``(min, max)`` aspect ratio (width / height) of the random resized crop.
         hflip: Probability of flipping the whole clip horizontally (training only).
         grayscale: Output one luma channel (ITU-R 601-2) instead of RGB.
+        channels: 1 (grey) or 3 (RGB), instead of ``grayscale`` (the config passes
+            ``data.channels``, so the encoder and the clips agree).
         mean: Per-channel normalisation mean; default ImageNet (its average for grayscale).
         std: Per-channel normalisation std; default ImageNet (its average for grayscale).
         max_decode_threads: decord decoding threads per reader (keep 1 with many workers).
@@ -193,6 +197,7 @@ class VideoDataset(Dataset):
         crop_aspect: tuple[float, float] = (0.75, 1.3333),
         hflip: float = 0.5,
         grayscale: bool = False,
+        channels: int | None = None,
         mean: tuple[float, ...] | None = None,
         std: tuple[float, ...] | None = None,
         max_decode_threads: int = 1,
@@ -206,6 +211,12 @@ class VideoDataset(Dataset):
         self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
         self.crop_aspect = (float(crop_aspect[0]), float(crop_aspect[1]))
         self.hflip = float(hflip)
+        if channels is not None:
+            if channels not in (1, 3):
+                raise ValueError(f"VideoDataset: channels={channels}; use 1 (grey) or 3 (RGB)")
+            if grayscale and channels == 3:
+                raise ValueError("VideoDataset: grayscale=true needs channels=1 (data.channels=1)")
+            grayscale = channels == 1
         self.grayscale = bool(grayscale)
         self.in_chans = 1 if self.grayscale else 3
         self.max_decode_threads = int(max_decode_threads)

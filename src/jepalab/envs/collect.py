@@ -29,10 +29,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from jepalab.data.trajectories import Episode, write_episodes
 from jepalab.envs.two_rooms import TwoRooms, TwoRoomsConfig
+from jepalab.progress import progress_bar
 
 HEADING_NOISE = 0.6  # rad per step, std of the heading drift
 SPEED_RANGE = (0.3, 1.0)  # step speed as a fraction of max_speed, uniform
@@ -128,7 +128,7 @@ def collect_two_rooms(
         door_start_fraction: Share of episodes started next to the door (module docstring).
         config: Environment geometry (default: the PLDM / EB-JEPA DotWall).
         overwrite: Replace an existing dataset at ``root``.
-        progress: Show a tqdm bar while writing.
+        progress: Show progress while writing (a bar on a terminal, else lines).
 
     Returns:
         ``root`` as a ``Path``.
@@ -165,7 +165,9 @@ def collect_two_rooms(
         "door_start_fraction": door_start_fraction,
         "episodes_changing_room": changing_room,
     }
-    bar = tqdm(episodes, total=num_episodes, desc="writing episodes", disable=not progress)
+    bar = progress_bar(
+        episodes, total=num_episodes, desc="writing episodes", enabled=progress, unit="episode"
+    )
     return write_episodes(
         root,
         bar,

@@ -14,11 +14,14 @@ from typing import Any, TypeVar
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from jepalab.errors import ConfigError
+
 T = TypeVar("T")
 
 
-class UsageError(ValueError):
-    """Bad command-line arguments; the message says which and what is allowed."""
+class UsageError(ConfigError):
+    """Bad command-line arguments; the message says which and what is allowed (one line:
+    ``jepalab`` prints it as ``<prog>: error: ...``)."""
 
 
 def describe_schema(schema: type, prefix: str = "") -> list[str]:
@@ -47,8 +50,7 @@ def parse_overrides(args: Sequence[str], schema: type[T], prog: str) -> T:
     bad = [a for a in args if "=" not in a or a.startswith("=")]
     if bad:
         raise UsageError(
-            f"{prog}: arguments are key=value, got {bad[0]!r}; keys:\n"
-            + "\n".join(describe_schema(schema))
+            f"{prog}: arguments are key=value, got {bad[0]!r}; `{prog} --help` lists the keys"
         )
     base = OmegaConf.structured(schema)
     try:
@@ -61,6 +63,7 @@ def parse_overrides(args: Sequence[str], schema: type[T], prog: str) -> T:
         key = getattr(exc, "full_key", None) or getattr(exc, "key", None)
         first = str(exc).splitlines()[0]
         raise UsageError(
-            f"{prog}: {first}" + (f" (key {key!r})" if key else "") + "; keys:\n"
-            + "\n".join(describe_schema(schema))
+            f"{prog}: {first}"
+            + (f" (key {key!r})" if key else "")
+            + f"; `{prog} --help` lists the keys"
         ) from None

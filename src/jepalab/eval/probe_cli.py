@@ -34,14 +34,23 @@ import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm.auto import tqdm
 
+from jepalab.cli import check_output
+from jepalab.data.collate import collate_readable
 from jepalab.eval.attentive_probe import fit_attentive_sweep
 from jepalab.eval.cli_args import UsageError, describe_schema, parse_overrides
 from jepalab.eval.knn import KNN_KS, KNN_TEMPERATURE, fit_knn_probe
 from jepalab.eval.linear_probe import ProbeResult, fit_linear_probe, format_hparams
 from jepalab.eval.linear_sweep import LR_GRID, WEIGHT_DECAY_GRID, fit_linear_sweep
-from jepalab.experiment import LoadedRun, build_dataset, build_encoder, load_run
+from jepalab.experiment import (
+    LoadedRun,
+    build_dataset,
+    build_encoder,
+    load_run,
+    unset_probe_keys,
+)
+from jepalab.progress import progress_bar
+from jepalab.train.checkpoint import resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -180,9 +189,14 @@ def extract(
     ``raw_pixels``: the raw-pixel baseline instead, with flattened pixels as the pooled vector
     and the pixels cut into ``encoder``'s patch / tubelet grid (``encoder.patchify``) as tokens.
     """
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    # unreadable samples (None; the dataset logs the file) are left out, as `jepalab train`'s
+    # probe does: the split's length minus the labels kept is their number
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_readable)
     out: dict[str, list[Tensor]] = {"pooled": [], "tokens": [], "labels": []}
-    for x, y in tqdm(loader, desc=desc, disable=not progress, leave=False):
+    for batch in progress_bar(loader, desc=desc, enabled=progress, unit="batch", leave=False):
+        if batch is None:  # no sample of this batch could be read
+            continue
+        x, y = batch
         x = x.to(device)
         t = encoder.patchify(x) if raw_pixels else encoder(x)
         if pooled:
@@ -191,6 +205,8 @@ def extract(
         if tokens:
             out["tokens"].append(t.float().cpu())
         out["labels"].append(torch.as_tensor(y).long())
+    if not out["labels"]:
+        raise UsageError(f"{PROG}: {desc}: no sample could be read (the warnings name the files)")
     return CachedFeatures(
         pooled=torch.cat(out["pooled"]) if pooled else None,
         tokens=torch.cat(out["tokens"]) if tokens else None,
@@ -317,6 +333,12 @@ def probe_splits(cfg: DictConfig, args: ProbeArgs) -> dict[str, Dataset]:
             f"{PROG}: the run's data (data.name={cfg.data.name}) has no labelled probe splits "
             "(data.probe.train/test); nothing to probe"
         )
+    unset = unset_probe_keys(cfg.data)
+    if unset:
+        raise UsageError(
+            f"{PROG}: the run was trained without probe splits ({', '.join(unset)} not set); "
+            "nothing to probe"
+        )
     limits = {"train": args.max_train, "test": args.max_test}
     return {
         split: capped(
@@ -359,8 +381,12 @@ def probe_features(
     return results
 
 
-def probe_run(args: ProbeArgs) -> dict[str, Any]:
-    """Load the run, cache features once per encoder, fit every probe: the JSON report."""
+def probe_run(args: ProbeArgs, out: Path | None = None) -> dict[str, Any]:
+    """Load the run, cache features once per encoder, fit every probe: the JSON report.
+
+    With ``out``, the report so far is also written there after each encoder's probes
+    (``"complete": false`` until the last), so an interrupted evaluation keeps its results.
+    """
     check_args(args)
     device = resolve_device(args.device)
     try:
@@ -400,6 +426,21 @@ def probe_run(args: ProbeArgs) -> dict[str, Any]:
             if x is not None
         }
         results[name] = probe_features(name, train, test, args, device)
+        if out is not None:
+            report = _report(args, run, splits, train, test, shapes, results)
+            out.write_text(json.dumps(report | {"complete": False}, indent=2))
+    report = _report(args, run, splits, train, test, shapes, results)
+    for split, count in report["data"]["skipped"].items():
+        if count:
+            log.warning("%s split: %d unreadable samples skipped", split, count)
+    return report | {"complete": True}
+
+
+def _report(args, run, splits, train, test, shapes, results) -> dict[str, Any]:
+    """The JSON report of the encoders probed so far."""
+    # unreadable files, the same for every encoder (the warnings name them)
+    kept = {"train": len(train.labels), "test": len(test.labels)}
+    skipped = {split: len(splits[split]) - n for split, n in kept.items()}  # type: ignore[arg-type]
     return {
         "run": str(run_dir_of_checkpoint(args.ckpt, run.file)),
         "checkpoint": str(run.file),
@@ -413,6 +454,7 @@ def probe_run(args: ProbeArgs) -> dict[str, Any]:
             "train": len(train.labels),
             "test": len(test.labels),
             "num_classes": int(max(train.labels.max(), test.labels.max())) + 1,
+            "skipped": skipped,
         },
         "feature_shapes": shapes,
         "results": results,
@@ -426,9 +468,11 @@ def main(argv: list[str]) -> int:
         print(usage())
         return 0
     args = parse_overrides(argv, ProbeArgs, PROG)
-    report = probe_run(args)
-    out = Path(args.out) if args.out else Path(report["run"]) / "eval" / "probe.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_args(args)
+    file = resolve_checkpoint(args.ckpt)  # before the output: a wrong ckpt makes no folder
+    default = run_dir_of_checkpoint(args.ckpt, file) / "eval" / "probe.json"
+    out = check_output(args.out or default, "out=FILE")  # before any compute
+    report = probe_run(args, out)
     out.write_text(json.dumps(report, indent=2))
     notes = "".join(f"\n  {k}: {v}" for k, v in report["pooling"].items())
     print(

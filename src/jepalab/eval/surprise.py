@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from jepalab.masks.collator import MaskedBatch
 from jepalab.masks.multiblock import MaskBatch
 from jepalab.methods.ijepa import IJEPA, token_loss
+from jepalab.progress import progress_bar
 from jepalab.ragged import Ragged
 
 # How a clip's window surprises become one score: the max or mean over all windows (the
@@ -212,7 +212,8 @@ def surprise_curves(
     method.eval()
     out = []
     try:
-        for i in tqdm(range(0, len(clips), clips_per_batch), desc=desc, disable=not progress):
+        batches = range(0, len(clips), clips_per_batch)
+        for i in progress_bar(batches, desc=desc, enabled=progress, unit="batch"):
             rows = slice(i, i + clips_per_batch)
             seen = None if context_clips is None else views(context_clips[rows])
             scores = window_surprise(

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from omegaconf import MISSING, DictConfig
 
+from jepalab.cli import check_output
 from jepalab.data.physics import EVENTS, PhysicsBenchmark, make_physics_benchmark
 from jepalab.eval.cli_args import UsageError, describe_schema, parse_overrides
 from jepalab.eval.surprise import (
@@ -38,6 +39,7 @@ from jepalab.eval.surprise import (
 )
 from jepalab.experiment import build_initial_method, load_run
 from jepalab.methods import IJEPA
+from jepalab.train.checkpoint import resolve_checkpoint
 
 PROG = "jepalab eval surprise"
 
@@ -79,6 +81,11 @@ def main(args: list[str]) -> int:
         raise UsageError(f"{PROG}: events={opts.events}: choose from {list(EVENTS)}")
     if {opts.score, opts.second_score} - set(SCORES):
         raise UsageError(f"{PROG}: score / second_score: choose from {list(SCORES)}")
+    # the outputs are checked before any compute (a wrong ckpt makes no folder)
+    default = _run_dir(resolve_checkpoint(opts.ckpt)) / "eval" / "surprise.json"
+    out = check_output(opts.out or default, "out=FILE")
+    if opts.write_benchmark:
+        check_output(opts.write_benchmark, "write_benchmark=FILE")
     device = _device(opts.device)
     run = load_run(opts.ckpt, device)
     encoder = run.method.context_encoder
@@ -110,8 +117,6 @@ def main(args: list[str]) -> int:
         }
         print(format_context_check(checks))
 
-    out = Path(opts.out) if opts.out else _run_dir(run.file) / "eval" / "surprise.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     report = _report(opts, run, bench, windows, curves, metrics)
     report["context_check"] = checks
     out.write_text(json.dumps(report, indent=1))

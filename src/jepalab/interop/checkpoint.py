@@ -32,11 +32,14 @@ from jepalab.interop.common import (
     add_prefix,
     load_strict,
     strip_wrappers,
+    wrapper_prefix,
 )
+from jepalab.interop.exportable import check_exportable
 
 log = logging.getLogger(__name__)
 
 JEPALAB = "jepalab"
+TRAINER_FORMAT = "jepalab.train/"  # the Trainer's checkpoints (train/trainer.py)
 LAYOUTS: dict[str, OfficialLayout] = {
     layout.name: layout
     for layout in (
@@ -76,7 +79,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def _is_trainer(ckpt: Mapping[str, Any]) -> bool:
-    return isinstance(ckpt.get("model"), Mapping) and "format" not in ckpt
+    """A checkpoint written by :class:`~jepalab.train.Trainer` (``format: jepalab.train/N``;
+    files of early versions had no ``format`` key)."""
+    fmt = ckpt.get("format")
+    trainer_format = fmt is None or (isinstance(fmt, str) and fmt.startswith(TRAINER_FORMAT))
+    return isinstance(ckpt.get("model"), Mapping) and trainer_format
 
 
 def _roles(ckpt: Mapping[str, Any]) -> list[str]:
@@ -160,6 +167,7 @@ def to_jepalab(ckpt: Mapping[str, Any], source: str | None = None) -> dict[str, 
     """Convert a loaded official checkpoint to a jepalab interop dict (see module docs)."""
     if source is None:
         source = detect_format(ckpt)
+        _warn_if_ambiguous(ckpt, source)
     else:
         _check_source(ckpt, source)
     if source == JEPALAB:
@@ -167,7 +175,9 @@ def to_jepalab(ckpt: Mapping[str, Any], source: str | None = None) -> dict[str, 
     layout = _layout(source)
     out: dict[str, Any] = {"format": JEPALAB, "version": 1, "source": source}
     unused: dict[str, StateDict] = {}
+    prefixes: dict[str, str] = {}
     for role in _roles(ckpt):
+        prefixes[role] = wrapper_prefix(ckpt[role])
         raw = strip_wrappers(ckpt[role], where=f"{source} checkpoint [{role}]")
         convert = layout.predictor_in if role == "predictor" else layout.encoder_in
         converted = convert(raw)
@@ -186,9 +196,24 @@ def to_jepalab(ckpt: Mapping[str, Any], source: str | None = None) -> dict[str, 
     if dropped:
         log.info("%s checkpoint: not converted (not model weights): %s", source, dropped)
     out["unused"] = unused
+    out["prefixes"] = prefixes  # written back on export to the same layout (bit-identical)
     out["meta"] = {k: v for k, v in ckpt.items() if k not in ROLES and _is_scalar(v)}
     out["config"] = _suggest(layout, {r: out[r] for r in ROLES if r in out})
     return out
+
+
+def _warn_if_ambiguous(ckpt: Mapping[str, Any], detected: str) -> None:
+    """Say so when the weights alone could be another layout (see :func:`detect_format`)."""
+    if detected == "vjepa" and "predictor" not in _roles(ckpt):
+        log.warning(
+            "read as a V-JEPA encoder (sincos table); a V-JEPA 2 encoder that kept its unused "
+            "sincos table looks the same: pass --from vjepa2 (source='vjepa2') if it is one"
+        )
+    if detected == "vjepa2_ac":
+        log.warning(
+            "read as V-JEPA 2-AC without extrinsics (the released model): its "
+            "extrinsics_encoder is set aside; pass --from vjepa2_ac_extrinsics to use it"
+        )
 
 
 def _is_scalar(value: Any) -> bool:
@@ -216,6 +241,59 @@ def _jepalab_view(ckpt: Mapping[str, Any]) -> dict[str, Any]:
             f"the training checkpoint's model has none of the prefixes {list(_TRAINER_ROLES)}"
         )
     out["meta"] = {k: v for k, v in ckpt.items() if k == "step" and _is_scalar(v)}
+    out["config"] = trainer_model_configs(ckpt)
+    return out
+
+
+# Where a Trainer checkpoint's recorded models (``state["models"]``, jepalab.specs) sit.
+_SPEC_ROLES = {
+    "context_encoder": "encoder",
+    "encoder": "encoder",
+    "target_encoder.module": "target_encoder",
+    "predictor": "predictor",
+}
+
+
+def trainer_model_configs(ckpt: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{role: {"name", "class", "kwargs"}}``: how a Trainer checkpoint's models were built.
+
+    From the recorded constructor calls (``ckpt["models"]``); a checkpoint written before
+    they were recorded falls back to what its run configuration says about positions and
+    heads (partial ``kwargs``, ``"partial": True``).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for path, spec in (ckpt.get("models") or {}).items():
+        role = _SPEC_ROLES.get(path)
+        if role is not None:
+            out[role] = {"name": spec.get("name"), "class": spec["class"]}
+            out[role]["kwargs"] = dict(spec["kwargs"])
+    if not out and isinstance(ckpt.get("config"), Mapping):
+        out = _configs_from_run_config(ckpt["config"])
+    if "encoder" in out:
+        out.setdefault("target_encoder", out["encoder"])
+    return out
+
+
+def _configs_from_run_config(cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    enc, pred = cfg.get("encoder") or {}, cfg.get("predictor") or {}
+    name = str(enc.get("name", ""))
+    pos = enc.get("pos_embed", "sincos")
+    enc_kwargs = {
+        "pos_embed": pos,
+        "rope_reference_layout": enc.get("rope_reference_layout", False),
+    }
+    heads = (enc.get("num_heads") or infer.heads_of(name, {})) if name.startswith("vit") else None
+    if heads:
+        enc_kwargs["num_heads"] = heads
+    out = {"encoder": {"name": name, "class": None, "kwargs": enc_kwargs, "partial": True}}
+    if pred:
+        pred_kwargs = {
+            "pos_embed": pred.get("pos_embed") or pos,
+            "rope_reference_layout": enc_kwargs["rope_reference_layout"],
+            "num_heads": pred.get("num_heads") or heads,
+        }
+        out["predictor"] = {"name": pred.get("name"), "class": None, "kwargs": pred_kwargs}
+        out["predictor"]["partial"] = True
     return out
 
 
@@ -231,6 +309,8 @@ def to_official(ckpt: Mapping[str, Any], target: str) -> dict[str, Any]:
     layout = _layout(target)
     view = _jepalab_view(ckpt)
     same_source = view.get("source") == target
+    if not same_source:  # weights from that very layout compute what they did there
+        check_exportable(view, layout)
     out: dict[str, Any] = dict(view.get("meta", {})) if same_source else {}
     encoders = [r for r in ("encoder", "target_encoder") if r in view]
     roles = {r: view[r] for r in encoders}
@@ -246,7 +326,10 @@ def to_official(ckpt: Mapping[str, Any], target: str) -> dict[str, Any]:
         official = convert(dict(weights))
         if same_source:
             official.update(view.get("unused", {}).get(role, {}))
-        out[role] = add_prefix(official, layout.prefixes[role])
+        prefix = layout.prefixes[role]
+        if same_source:
+            prefix = view.get("prefixes", {}).get(role, prefix)
+        out[role] = add_prefix(official, prefix)
     return out
 
 
@@ -287,7 +370,10 @@ def implied_kwargs(
     fmt = _source_of(ckpt, source, rope)
     origin = ckpt.get("source", JEPALAB) if fmt == JEPALAB else fmt
     if origin not in LAYOUTS:
-        return fmt, {}
+        recorded = (to_jepalab(ckpt, fmt).get("config") or {}) if fmt == JEPALAB else {}
+        role = "target_encoder" if kind == "encoder" else "predictor"
+        spec = recorded.get(role) or recorded.get("encoder" if kind == "encoder" else role)
+        return fmt, dict(spec["kwargs"]) if spec and not spec.get("partial") else {}
     layout = LAYOUTS[origin]
     return fmt, dict(layout.encoder_kwargs if kind == "encoder" else layout.predictor_kwargs)
 
@@ -312,6 +398,25 @@ def _check_positions(model: nn.Module, wanted: Mapping[str, Any], where: str) ->
         )
 
 
+def _check_heads(model: nn.Module, wanted: Mapping[str, Any], where: str) -> None:
+    """Head counts are not in the weights (``qkv`` is ``(3 D, D)`` for any): a model with
+    other heads would load and compute something else, so a recorded count must match."""
+    heads, recorded = _heads(model), wanted.get("num_heads")
+    if heads is not None and recorded is not None and int(recorded) != heads:
+        raise CheckpointMismatchError(
+            f"{where} was trained with num_heads={recorded}; the model has {heads} (same "
+            "weights, different attention). Build it with num_heads="
+            f"{recorded} (or leave it unset with checkpoint=...)."
+        )
+
+
+def _recorded_call(view: Mapping[str, Any], role: str) -> str:
+    spec = (view.get("config") or {}).get(role) or {}
+    if not spec.get("name"):
+        return "not recorded"
+    return f"{spec['name']}(**{spec.get('kwargs', {})})"
+
+
 def _uses_rope(model: nn.Module) -> bool:
     kind = getattr(model, "pos_embed_kind", "")
     return getattr(model, "rope", None) is not None or kind == "rope"
@@ -327,8 +432,10 @@ def _pick(view: Mapping[str, Any], key: str, default: str, where: str) -> StateD
 
 
 def _heads(model: nn.Module) -> int | None:
+    """Attention heads of a ViT or predictor; ``None`` for a model without attention."""
     blocks = getattr(model, "blocks", None) or getattr(model, "predictor_blocks", None)
-    return blocks[0].attn.num_heads if blocks else None
+    attn = getattr(blocks[0], "attn", None) if blocks else None
+    return getattr(attn, "num_heads", None)
 
 
 def load_encoder(
@@ -358,12 +465,17 @@ def load_encoder(
     view = to_jepalab(ckpt, fmt)
     weights = _pick(view, key, "target_encoder", where)
     _check_positions(model, wanted, where)
-    grid = getattr(model, "patch_embed", None)
-    img = grid.img_size[0] if grid is not None else None
-    name, kwargs = infer.encoder_config(
-        weights, wanted, _heads(model), img, getattr(model, "num_frames", None)
-    )
-    load_strict(model, weights, where, infer.encoder_call(name, kwargs))
+    _check_heads(model, wanted, where)
+    if "patch_embed.proj.weight" in weights:  # a ViT: say which call would fit the weights
+        grid = getattr(model, "patch_embed", None)
+        img = grid.img_size[0] if grid is not None else None
+        name, kwargs = infer.encoder_config(
+            weights, wanted, _heads(model), img, getattr(model, "num_frames", None)
+        )
+        call = infer.encoder_call(name, kwargs)
+    else:
+        call = f"the encoder the checkpoint records ({_recorded_call(view, key)})"
+    load_strict(model, weights, where, call)
     return fmt
 
 
@@ -385,6 +497,7 @@ def load_predictor(
         raise KeyError(f"{where}: no predictor; it holds {[r for r in ROLES if r in view]}")
     weights = dict(view["predictor"])
     _check_positions(model, wanted, where)
+    _check_heads(model, wanted, where)
     grid = tuple(model.grid_size) if hasattr(model, "grid_size") else None
     if "action_encoder.weight" in weights:
         name = "action_predictor"

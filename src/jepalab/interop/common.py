@@ -16,12 +16,14 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from jepalab.errors import CheckpointError
+
 StateDict = dict[str, Tensor]
 WRAPPER_PREFIXES = ("module.", "backbone.")
 ROLES = ("encoder", "target_encoder", "predictor")
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(CheckpointError):
     """A checkpoint's keys or shapes do not fit the model it is loaded into."""
 
 
@@ -83,6 +85,18 @@ def strip_wrappers(state_dict: Mapping[str, Tensor], where: str = "state dict") 
             )
         out[new] = value
     return out
+
+
+def wrapper_prefix(state_dict: Mapping[str, Tensor]) -> str:
+    """The wrapper prefix all keys share (``"module.backbone."``, ``"module."``, ``""``)."""
+    prefixes = set()
+    for key in state_dict:
+        prefix = ""
+        while key.startswith(WRAPPER_PREFIXES):
+            head, key = key.split(".", 1)
+            prefix += head + "."
+        prefixes.add(prefix)
+    return prefixes.pop() if len(prefixes) == 1 else ""
 
 
 def add_prefix(state_dict: Mapping[str, Tensor], prefix: str) -> StateDict:

@@ -4,7 +4,10 @@
 
 Released files (``vitl.pt``, ``vith.pt``, ``vitg.pt``, ``vitg-384.pt``, ``vjepa2-ac-vitg.pt``):
 ``{"encoder", "predictor", "target_encoder", ...}``; keys start with ``module.backbone.``
-(``DistributedDataParallel`` around ``MultiSeqWrapper``) or ``module.`` (the AC predictor).
+(``DistributedDataParallel`` around ``MultiSeqWrapper``, pretraining) or ``module.`` (DDP
+alone: ``app/vjepa_droid/train.py`` saves the AC encoder and predictor that way, so an AC
+export writes ``module.``). A converted file remembers the prefixes it had, and exporting it
+back to its own layout restores them (bit-identical round trip).
 
 * Encoders ``vit_large`` (1024 x 24, 16 heads), ``vit_huge`` (1280 x 32, 16 heads) and
   ``vit_giant_xformers`` (1408 x 40, **22** heads, MLP 48/11), all ``use_rope=True``: the
@@ -88,7 +91,8 @@ LAYOUT = OfficialLayout(
 
 _AC = dict(
     repo="facebookresearch/vjepa2",
-    prefixes={"encoder": _BACKBONE, "target_encoder": _BACKBONE, "predictor": "module."},
+    # app/vjepa_droid/train.py wraps the bare encoder and predictor in DDP only: ``module.``
+    prefixes={"encoder": "module.", "target_encoder": "module.", "predictor": "module."},
     encoder_kwargs=ROPE,
     predictor="action_predictor",
     encoder_in=encoder_in,

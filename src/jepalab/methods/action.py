@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from jepalab.methods.base import Method, MethodOutput, MonitorInputs
 from jepalab.methods.regularizers import REGULARIZE_ON
+from jepalab.specs import records_arguments
 
 FRAME_POOLING = ("none", "mean")
 
@@ -96,6 +97,7 @@ def set_trainable_blocks(encoder: nn.Module, blocks: int) -> None:
                 p.requires_grad_(True)
 
 
+@records_arguments
 class ActionConditioned(Method):
     """The V-JEPA 2-AC objective on :class:`~jepalab.data.trajectories.TrajectoryBatch` es.
 

@@ -29,6 +29,7 @@ from jepalab.masks.collator import MaskedBatch
 from jepalab.methods.base import Method, MethodOutput, MonitorInputs
 from jepalab.methods.regularizers import REGULARIZE_ON, pooled
 from jepalab.models.ema import EMATarget, OnlineTarget, ema_momentum
+from jepalab.specs import records_arguments
 
 LOSSES = ("smooth_l1", "l1", "mse")
 TARGETS = ("ema", "online")
@@ -50,6 +51,7 @@ def token_loss(prediction: Tensor, target: Tensor, loss: str, loss_exp: float = 
     raise ValueError(f"method.loss={loss!r} is not one of {LOSSES}")
 
 
+@records_arguments
 class IJEPA(Method):
     """The I-JEPA objective (and, with 3-D masks and its defaults, V-JEPA's).
 

@@ -52,6 +52,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from jepalab.data.sampling import mix_seed
+from jepalab.specs import records_arguments
 
 REGULARIZERS = ("none", "sigreg", "vicreg")
 REGULARIZE_ON = ("tokens", "pooled")  # which embeddings a method regularises (its docstring)
@@ -111,6 +112,7 @@ def random_directions(
     return (a / a.norm(dim=0, keepdim=True)).to(device=device, dtype=dtype)
 
 
+@records_arguments
 class SIGReg(nn.Module):
     """Sketched isotropic Gaussian regulariser (LeJEPA [0], Eq. 7-9): the Epps--Pulley
     statistic of ``num_slices`` random 1-D projections against ``N(0, 1)``, averaged.
@@ -167,6 +169,7 @@ class SIGReg(nn.Module):
         return value, {"sigreg": value.detach()}
 
 
+@records_arguments
 class VICRegTerms(nn.Module):
     """VICReg's variance and covariance terms [2] (Eq. 1-4), over the global batch.
 

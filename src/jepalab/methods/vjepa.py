@@ -17,8 +17,10 @@ from __future__ import annotations
 from torch import nn
 
 from jepalab.methods.ijepa import IJEPA
+from jepalab.specs import records_arguments
 
 
+@records_arguments
 class VJEPA(IJEPA):
     """The V-JEPA objective.
 

@@ -32,8 +32,10 @@ from torch import Tensor, nn
 from jepalab.models.layers import Block, drop_path_rates, init_transformer_weights, rope_angles
 from jepalab.models.layers.pos_embed import sincos_1d, sincos_3d
 from jepalab.models.registry import register_predictor
+from jepalab.specs import records_arguments
 
 
+@records_arguments
 class ActionConditionedPredictor(nn.Module):
     """Predict next-frame features from frame features, actions and states.
 

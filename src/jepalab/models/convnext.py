@@ -45,6 +45,7 @@ from jepalab.models.layers import drop_path, drop_path_rates
 from jepalab.models.layers.patch_embed import to_2tuple
 from jepalab.models.registry import register_encoder
 from jepalab.ragged import Ragged
+from jepalab.specs import records_arguments
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,7 @@ class ConvNeXtStage(nn.Module):
         )
 
 
+@records_arguments
 class ConvNeXt(nn.Module):
     """ConvNeXt encoder over a token grid of stride ``patch_size``, without a classifier.
 

@@ -31,8 +31,10 @@ from jepalab.models.layers import (
 )
 from jepalab.models.registry import register_predictor
 from jepalab.ragged import Ragged, lengths_to_offsets, segment_arange
+from jepalab.specs import records_arguments
 
 
+@records_arguments
 class MaskedPredictor(nn.Module):
     """Predict target-patch features from context-patch features.
 

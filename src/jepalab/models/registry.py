@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from jepalab.specs import set_registry_name
+
 F = TypeVar("F", bound=Callable[..., nn.Module])
 
 
@@ -36,7 +38,9 @@ class Registry:
             close = fnmatch.filter(self._fns, f"*{name.split('_')[0]}*")
             hint = f" Similar: {close}." if close else ""
             raise ValueError(f"unknown {self.kind} {name!r}.{hint} Available: {sorted(self._fns)}")
-        return self._fns[name](**kwargs)
+        model = self._fns[name](**kwargs)
+        set_registry_name(model, name)  # the checkpoint can say which registered model it is
+        return model
 
     def names(self, pattern: str | None = None) -> list[str]:
         """Registered names, optionally filtered by a shell-style ``pattern``."""

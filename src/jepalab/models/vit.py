@@ -30,10 +30,12 @@ from jepalab.models.layers import (
 )
 from jepalab.models.registry import register_encoder
 from jepalab.ragged import Ragged
+from jepalab.specs import records_arguments
 
 POS_EMBEDS = ("sincos", "rope")
 
 
+@records_arguments
 class VisionTransformer(nn.Module):
     """ViT encoder over a patch (or tubelet) grid, without a class token.
 

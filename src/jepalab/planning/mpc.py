@@ -21,10 +21,10 @@ from typing import Literal, Protocol
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from jepalab.envs.two_rooms import TwoRoomsEnv
 from jepalab.planning.base import PlanResult
+from jepalab.progress import progress_bar
 
 WarmStart = Literal["last", "zeros", "none"]
 
@@ -191,8 +191,8 @@ def evaluate(
         planner: see :class:`Planner`.
         episodes: how many episodes.
         seed: seed of the first episode.
-        progress: a label for a progress bar over the episodes (running success rate);
-            ``None``: no bar.
+        progress: a label for a progress bar over the episodes (running success rate; plain
+            lines when stderr is not a terminal, :mod:`jepalab.progress`); ``None``: none.
         **loop_kwargs: passed to :func:`run_episode` (``execute``, ``action_repeat``, ...).
 
     Returns:
@@ -204,7 +204,8 @@ def evaluate(
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     env = env if isinstance(env, TwoRoomsEnv) else env()
     results: list[EpisodeResult] = []
-    with tqdm(total=episodes, desc=progress, disable=progress is None, unit="episode") as bar:
+    bar = progress_bar(total=episodes, desc=progress, enabled=progress is not None, unit="episode")
+    with bar:
         for i in range(episodes):
             results.append(run_episode(env, planner, seed=seed + i, **loop_kwargs))
             bar.update()

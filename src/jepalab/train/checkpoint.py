@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from jepalab.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -54,23 +57,41 @@ def save_atomic(obj: Any, path: Path) -> None:
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint with ``weights_only=True`` (no arbitrary code from pickles)."""
+    """Load a checkpoint with ``weights_only=True`` (no arbitrary code from pickles).
+
+    Raises :class:`~jepalab.errors.CheckpointError` naming the file when it is truncated or
+    not a checkpoint, ``FileNotFoundError`` when it does not exist.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        message = " ".join(str(err).split())[:200]
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable (damaged or not a torch checkpoint: {message})"
+        ) from err
 
 
 def load_latest(directory: Path, map_location: str | torch.device = "cpu") -> dict | None:
     """The newest checkpoint in ``directory`` that loads; unreadable ones are reported."""
     for step, path in reversed(list_checkpoints(directory)):
-        try:
-            return load_checkpoint(path, map_location)
-        except Exception as err:  # a damaged file must not end the run: fall back
-            log.warning(
-                "checkpoint %s (step %d) is unreadable (%s); trying an older one", path, step, err
-            )
+        state = _load_or_warn(path, step, map_location)
+        if state is not None:
+            return state
     return None
+
+
+def _load_or_warn(path: Path, step: int, map_location: str | torch.device) -> dict | None:
+    try:
+        return load_checkpoint(path, map_location)
+    except Exception as err:  # a damaged file must not end the run: fall back
+        reason = err.__cause__ or err
+        log.warning(
+            "checkpoint %s (step %d) is unreadable (%s); trying an older one", path, step, reason
+        )
+        return None
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -86,6 +107,25 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     return path
+
+
+def load_newest(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Path, dict]:
+    """``(file, state)``: a checkpoint file as given, or the newest checkpoint of a run
+    directory (``RUN`` or ``RUN/checkpoints``) that loads -- a damaged newer one is skipped
+    with a warning naming it, as a resumed run skips it. Raises
+    :class:`~jepalab.errors.CheckpointError` when none of them loads."""
+    newest = resolve_checkpoint(path)  # FileNotFoundError: no such file, or no checkpoint
+    if Path(path).is_file():
+        return newest, load_checkpoint(newest, map_location)
+    found = list_checkpoints(newest.parent)
+    for step, file in reversed(found):
+        state = _load_or_warn(file, step, map_location)
+        if state is not None:
+            return file, state
+    raise CheckpointError(
+        f"every checkpoint in {newest.parent} is unreadable ({len(found)} file(s), newest "
+        f"{newest.name}); the warnings above say why"
+    )
 
 
 def prune_checkpoints(directory: Path, keep_last: int) -> None:

@@ -34,7 +34,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from jepalab.config import OptimConfig, TrainerConfig
 from jepalab.data.sampling import (
@@ -43,18 +42,22 @@ from jepalab.data.sampling import (
     micro_batch_size,
     mix_seed,
 )
+from jepalab.errors import CheckpointError, UserError
 from jepalab.eval.collapse import CollapseMonitor
 from jepalab.methods.base import Method
+from jepalab.progress import progress_bar
+from jepalab.specs import module_specs
 from jepalab.train import distributed, fsdp
 from jepalab.train.checkpoint import (
     checkpoint_path,
+    list_checkpoints,
     load_checkpoint,
-    load_latest,
     prune_checkpoints,
     save_atomic,
 )
 from jepalab.train.metrics_log import MetricsLogger
 from jepalab.train.optim import build_adamw
+from jepalab.train.resume import check_resume, newest_state
 from jepalab.train.schedules import cosine, warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -63,11 +66,11 @@ CHECKPOINT_FORMAT = "jepalab.train/1"
 STRATEGIES = ("ddp", "fsdp")
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """The loss became NaN or infinite; the last checkpoint on disk is still good."""
 
 
-class BadDataError(RuntimeError):
+class BadDataError(UserError, RuntimeError):
     """Too many samples could not be read."""
 
 
@@ -146,6 +149,8 @@ class Trainer:
         self.micro_fraction = 1.0 / (self.dist.world_size * self.accum_steps)
         self.device = resolve_device(cfg.device, self.dist.local_rank)
         self.dtype = self._autocast_dtype(cfg.precision)
+        # what the models are (constructor calls), stored in every checkpoint (jepalab.specs)
+        self.model_specs = module_specs(method)
         self.method = method.to(self.device)
         self.dataset, self.collate_fn = dataset, collate_fn
         self.batch_size, self.num_workers = batch_size, num_workers
@@ -259,6 +264,7 @@ class Trainer:
             "optimizer_keys": "names" if self.sharded else "ids",
             **ranks[0],
             "config": self.run_config,
+            "models": self.model_specs,
         }
         if self.dist.is_distributed:
             state["ranks"] = ranks
@@ -274,10 +280,18 @@ class Trainer:
                 state["total_steps"],
                 self.total_steps,
             )
-        if self.sharded:
-            fsdp.load_full_model_state(self.method, state["model"])
-        else:
-            self.method.load_state_dict(state["model"])
+        try:
+            if self.sharded:
+                fsdp.load_full_model_state(self.method, state["model"])
+            else:
+                self.method.load_state_dict(state["model"])
+        except RuntimeError as err:  # a model the recorded specs could not tell apart
+            first = str(err).strip().splitlines()
+            raise CheckpointError(
+                f"the checkpoint of step {state.get('step')} in {self.ckpt_dir} does not fit "
+                f"this model ({first[1].strip() if len(first) > 1 else first[0]}); use a new "
+                "run_dir (or name=...)"
+            ) from err
         if state.get("optimizer_keys", "ids") == "names":
             fsdp.load_full_optimizer_state(self.method, self.optimizer, state["optimizer"])
         elif self.sharded:
@@ -333,7 +347,9 @@ class Trainer:
         it (skipping unreadable files); every rank then loads that same step."""
         if not self.cfg.resume:
             return False
-        state = load_latest(self.ckpt_dir, map_location=self.device) if self.dist.is_main else None
+        state = newest_state(self.ckpt_dir) if self.dist.is_main else None
+        if state is not None:  # refuse a different model before anything is written
+            check_resume(state, self.model_specs, self.ckpt_dir)
         step = distributed.broadcast_object(None if state is None else state["step"], self.dist)
         if step is None:
             return False
@@ -372,14 +388,17 @@ class Trainer:
         )
 
     def _check_data(self, skipped: int, seen: int) -> None:
+        """Count a micro-batch's unreadable samples (the collator's ``skipped``: replaced by
+        others or dropped) against ``trainer.max_bad_sample_fraction`` of the samples drawn
+        (at least 100 counted, so one bad file early on does not stop a run)."""
         self.samples_skipped += skipped
         self.samples_seen += seen
         limit = self.cfg.max_bad_sample_fraction
         if self.samples_skipped and self.samples_skipped > limit * max(self.samples_seen, 100):
             raise BadDataError(
-                f"{self.samples_skipped} of {self.samples_seen} samples could not be read "
-                f"(limit trainer.max_bad_sample_fraction={limit}); the warnings above name "
-                "the files"
+                f"step {self.step + 1}: {self.samples_skipped} unreadable samples for the "
+                f"{self.samples_seen} drawn so far, above trainer.max_bad_sample_fraction="
+                f"{limit}; the warnings above name the files"
             )
 
     def fit(self) -> list[float]:
@@ -408,10 +427,11 @@ class Trainer:
                 logger.close()
             return losses
         self.method.train()
-        bar = tqdm(
+        # a bar on a terminal, a line every 5% of the run in a log file (jepalab.progress)
+        bar = progress_bar(
             total=self.last_step,
             initial=self.step,
-            disable=not (self.cfg.progress and main),
+            enabled=self.cfg.progress and main,
             desc=f"train {self.run_dir.name}",
             unit="step",
             dynamic_ncols=True,
@@ -487,6 +507,14 @@ class Trainer:
         total = value.detach().double().reshape(1).to(self.device)
         return float(distributed.all_reduce_sum(total, self.dist).item())
 
+    def _restart_point(self) -> str:
+        """Where a restart of this run would resume from: its newest checkpoint on disk."""
+        saved = list_checkpoints(self.ckpt_dir)
+        if not saved:
+            return f"no checkpoint is written yet ({self.ckpt_dir}): a restart begins at step 0"
+        step, path = saved[-1]
+        return f"the last checkpoint is {path} (step {step}); a restart resumes from there"
+
     def train_step(self, batches: list[Any], window: dict[str, float]) -> float:
         """One optimiser step over this process's micro-batches of the step (one, unless
         ``trainer.accum_steps > 1``); accumulates logged scalars into ``window``.
@@ -517,8 +545,8 @@ class Trainer:
                 part = self._global_value(share)  # every rank sees a NaN of any rank
                 if not math.isfinite(part):
                     raise NonFiniteLossError(
-                        f"loss is {part} at step {self.step}; the last good checkpoint is in "
-                        f"{self.ckpt_dir} (lower optim.lr, or check the data)"
+                        f"loss is {part} at step {self.step}; {self._restart_point()} "
+                        "(lower optim.lr, or check the data)"
                     )
                 (share * backward_scale if backward_scale != 1.0 else share).backward()
             loss += part
