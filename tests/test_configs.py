@@ -268,3 +268,20 @@ def _split_sweep(values: str) -> list[str]:
         depth += (char == "[") - (char == "]")
         current += char
     return [*out, current]
+
+
+@pytest.mark.parametrize(("data", "key"), [("image_folder", "root"), ("video_files", "source")])
+def test_the_probe_splits_of_user_data_are_set_on_the_command_line(data, key):
+    """`data.probe.train.<key>=...` composes for both user-data configs (a null probe node
+    could not be filled in key by key: Hydra stopped with an internal assertion)."""
+    cfg = compose_config(
+        [
+            f"data={data}",
+            f"data.params.{key}=/a",
+            f"data.probe.train.{key}=/b",
+            f"data.probe.test.{key}=/c",
+        ],
+        experiment="vjepa_moving_digits" if data == "video_files" else None,
+    )
+    assert (cfg.data.probe.train[key], cfg.data.probe.test[key]) == ("/b", "/c")
+    assert cfg.data.probe.train.train is False  # evaluation transform on the probe splits

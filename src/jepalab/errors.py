@@ -17,6 +17,11 @@ class ConfigError(UserError, ValueError):
     """A configuration value is missing, out of range or inconsistent (names the key)."""
 
 
+class ArgumentError(ConfigError, TypeError):
+    """Configured arguments that a registered constructor does not take (a typo in
+    ``data.params``): names the accepted ones. Also a ``TypeError``, as Python would raise."""
+
+
 class DataError(UserError, ValueError):
     """The data cannot be used as configured (names the file or folder)."""
 
@@ -25,4 +30,4 @@ class CheckpointError(UserError, ValueError):
     """A checkpoint or run directory cannot be used as asked (names the file)."""
 
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "UserError"]
+__all__ = ["ArgumentError", "CheckpointError", "ConfigError", "DataError", "UserError"]

@@ -42,6 +42,7 @@ from jepalab.data.trajectories import (
     write_episodes,
 )
 from jepalab.data.video import VIDEO_EXTENSIONS, VideoDataset
+from jepalab.errors import ArgumentError
 
 __all__ = [
     "DATASETS",
@@ -122,8 +123,8 @@ def create_dataset(name: str, **kwargs: Any) -> Any:
 
     Raises:
         ValueError: If ``name`` is not registered (the message lists the available names).
-        TypeError: If ``kwargs`` do not match the constructor (the message names the dataset
-            and its accepted arguments).
+        ArgumentError: (a ``TypeError``) If ``kwargs`` do not match the constructor (the
+            message names the dataset and its accepted arguments).
     """
     if name not in DATASETS:
         raise ValueError(
@@ -142,8 +143,8 @@ def create_dataset(name: str, **kwargs: Any) -> Any:
             signature.bind(**kwargs)
         except TypeError as exc:
             params = ", ".join(signature.parameters)
-            raise TypeError(
-                f"Bad arguments for dataset {name!r}: {exc}. Accepted arguments: {params}."
+            raise ArgumentError(
+                f"bad arguments for dataset {name!r} (data.params): {exc}; accepted: {params}"
             ) from None
     return factory(**kwargs)
 
