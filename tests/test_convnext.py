@@ -273,3 +273,73 @@ def test_convnext_shape_overrides_apply():
     encoder = build_encoder(cfg.encoder)
     assert encoder.dims == (8, 16, 24, 32) and len(encoder.blocks) == 5
     assert encoder.embed_dim == 32
+
+
+def _convolutions_and_inputs(encoder: ConvNeXt, x: torch.Tensor, keep: Ragged):
+    """Every convolution of ``encoder`` with the input (values and memory layout) it sees in
+    a masked forward."""
+    seen = []
+    hooks = [
+        m.register_forward_pre_hook(lambda m, args, name=name: seen.append((name, m, args[0])))
+        for name, m in encoder.named_modules()
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))
+    ]
+    with torch.no_grad():
+        encoder(x, keep)
+    for hook in hooks:
+        hook.remove()
+    return seen
+
+
+def _forward_backward(conv, x: torch.Tensor, grad: torch.Tensor, threads: int | None):
+    """``(y, dweight, dbias, dx)`` of ``conv(x)`` (``threads``) or of ``F.convNd`` (None)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads or previous)
+    try:
+        conv.zero_grad()
+        x = x.clone().requires_grad_()  # keeps the memory layout
+        if threads is None:
+            conv_nd = F.conv2d if x.ndim == 4 else F.conv3d
+            y = conv_nd(x, conv.weight, conv.bias, conv.stride, conv.padding, groups=conv.groups)
+        else:
+            y = conv(x)
+        y.backward(grad)
+        return y.detach(), conv.weight.grad.clone(), conv.bias.grad.clone(), x.grad
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [
+        ("convnext_atto", dict(img_size=64)),  # timm's layout: 4x4 stem, 2x2 downsamplings
+        ("convnextv2_atto", dict(img_size=64, patch_size=8)),  # 1x1 width changes
+        ("convnext_atto", dict(img_size=32, patch_size=8, num_frames=4, tubelet_size=2)),
+    ],
+)
+def test_convolutions_give_the_same_bits_for_any_thread_count(name, kwargs):
+    """Every convolution on the training path (stem, downsamplings, depthwise) gives
+    bit-identical outputs and weight, bias and input gradients with 1 and 2 threads, so a
+    resumed run cannot drift with the machine's load or core count; and equals the
+    convolution ``F.conv2d`` / ``F.conv3d`` computes, to float rounding. (oneDNN's
+    convolution weight gradient differs by ~1e-6 relative between 1 and 2 threads for the
+    Atto stem here: the stem and downsamplings are matrix products for that reason.)"""
+    torch.manual_seed(0)
+    encoder = create_encoder(name, **kwargs)
+    _randomise_scales(encoder)
+    gen = torch.Generator().manual_seed(4)
+    frames = (kwargs["num_frames"],) if "num_frames" in kwargs else ()
+    images = torch.randn(8, 3, *frames, kwargs["img_size"], kwargs["img_size"], generator=gen)
+    keep = _random_keep(16, encoder.num_patches, gen)  # two contexts per image
+    convolutions = _convolutions_and_inputs(encoder, images, keep)
+    assert len(convolutions) == 1 + sum(  # the stem, the downsamplings, one per block
+        not isinstance(s.downsample, torch.nn.Identity) for s in encoder.stages
+    ) + len(encoder.blocks)
+    for conv_name, conv, x in convolutions:
+        grad = torch.randn(conv(x).shape, generator=gen)
+        one, two = (_forward_backward(conv, x, grad, t) for t in (1, 2))
+        for what, a, b in zip(("output", "dweight", "dbias", "dinput"), one, two, strict=True):
+            assert torch.equal(a, b), f"{conv_name} {what}: 1 vs 2 threads {(a - b).abs().max()}"
+        reference = _forward_backward(conv, x, grad, None)
+        for a, b in zip(two, reference, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max()))

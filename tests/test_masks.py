@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from collections import defaultdict
+
 import numpy as np
 import pytest
 import torch
@@ -149,3 +152,130 @@ def test_relaxed_context_is_counted_and_warned_about_rarely(caplog):
     assert relaxed > 16
     warnings = [r for r in caplog.records if "below min_keep=8" in r.getMessage()]
     assert len(warnings) == int(np.log2(relaxed)) + 1  # at the 1st, 2nd, 4th, ... relaxation
+
+
+# -- parity with the reference sampler -------------------------------------------------------
+# An independent model of the reference collator, written from the formulas of
+# facebookresearch/ijepa src/masks/multiblock.py (``MaskCollator._sample_block_size``,
+# ``MaskCollator._sample_block_mask`` and the trimming in ``MaskCollator.__call__``), with the
+# paper's scales (configs/in1k_vith14_ep300.yaml). Randomness comes from numpy, not torch: the
+# comparisons are of distributions, or of block sizes given the same uniform draw.
+PAPER = {"target": ((0.15, 0.2), (0.75, 1.5)), "context": ((0.85, 1.0), (1.0, 1.0))}
+
+
+def _reference_block_size(u: float, grid: tuple[int, int], scale, aspect) -> tuple[int, int]:
+    """``_sample_block_size`` given its one uniform draw ``u``: scale and aspect ratio both
+    follow ``u``; the area is truncated to whole tokens *before* the square roots; the sides
+    are rounded (Python's ``round``, half to even) and kept below the grid's height/width."""
+    height, width = grid
+    area = int(height * width * (scale[0] + u * (scale[1] - scale[0])))
+    ratio = aspect[0] + u * (aspect[1] - aspect[0])
+    h, w = round(math.sqrt(area * ratio)), round(math.sqrt(area / ratio))
+    return min(h, height - 1), min(w, width - 1)
+
+
+def _reference_block(rng, grid, size, min_keep, allowed=()) -> np.ndarray:
+    """``_sample_block_mask``: top in ``[0, H - h)``, left in ``[0, W - w)`` (the last row and
+    column never start a block), the block intersected with the ``allowed`` regions, redrawn
+    until *more* than ``min_keep`` tokens survive; every 20 failures drop the last region."""
+    (height, width), (h, w) = grid, size
+    failures = 0
+    while True:
+        top, left = rng.integers(0, height - h), rng.integers(0, width - w)
+        mask = np.zeros(grid, dtype=bool)
+        mask[top : top + h, left : left + w] = True
+        for region in allowed[: max(len(allowed) - failures // 20, 0)]:
+            mask &= region
+        if mask.sum() > min_keep:
+            return mask
+        failures += 1
+
+
+def _reference_batch(rng, batch_size, grid, u_target, u_context, min_keep=10):
+    """``__call__``: one target and one context size for the batch (target first), per sample
+    4 target blocks then the context block outside them, every context and every target cut
+    to the batch's shortest (keeping the first tokens in raster order)."""
+    target_size = _reference_block_size(u_target, grid, *PAPER["target"])
+    context_size = _reference_block_size(u_context, grid, *PAPER["context"])
+    contexts, targets = [], []
+    for _ in range(batch_size):
+        blocks = [_reference_block(rng, grid, target_size, min_keep) for _ in range(4)]
+        context = _reference_block(rng, grid, context_size, min_keep, [~b for b in blocks])
+        contexts.append(np.flatnonzero(context))
+        targets.extend(np.flatnonzero(b) for b in blocks)
+    keep_context, keep_target = min(map(len, contexts)), min(map(len, targets))
+    return [c[:keep_context] for c in contexts], [t[:keep_target] for t in targets]
+
+
+class _FixedDraw:
+    """A generator stand-in whose uniform draw is ``u``."""
+
+    def __init__(self, u: float) -> None:
+        self.u = u
+
+    def random(self) -> float:
+        return self.u
+
+
+class _RecordingRng:
+    """``np.random.default_rng(seed)`` that records its uniform draws (the block sizes')."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng, self.uniforms = np.random.default_rng(seed), []
+
+    def random(self) -> float:
+        self.uniforms.append(self.rng.random())
+        return self.uniforms[-1]
+
+    def __getattr__(self, name: str):
+        return getattr(self.rng, name)
+
+
+@pytest.mark.parametrize("grid", [(14, 14), (8, 8), (16, 16), (12, 20)])
+def test_parity_block_sizes_are_the_references_for_every_draw(grid):
+    gen = MultiBlockMaskGenerator(grid, reference_quirks=True)
+    for u in np.linspace(0.0, 1.0, 2001)[:-1]:
+        for scale, aspect in PAPER.values():
+            expected = _reference_block_size(u, grid, scale, aspect)
+            assert gen.block_size(_FixedDraw(u), scale, aspect) == expected, (u, scale)
+
+
+def _row_coverage(sequences, grid: tuple[int, int]) -> np.ndarray:
+    """``(H,)`` tokens per row, averaged over the sequences."""
+    rows = np.concatenate([np.asarray(s) // grid[1] for s in sequences])
+    return np.bincount(rows, minlength=grid[0]) / len(sequences)
+
+
+@pytest.mark.parametrize(("grid", "min_keep"), [(GRID, 10), ((8, 8), 8)])
+def test_parity_sampler_matches_the_reference_over_many_batches(grid, min_keep):
+    """mask=multiblock_parity over 400 batches of 8, at 224 px / 16 and on a small grid whose
+    contexts often come down to ``min_keep`` tokens: the same target blocks as the reference
+    given the same uniform draws (exactly, its area truncation included: without it the
+    blocks were 1.4% larger on average), and the same distributions of the context length
+    after trimming and of the context's and targets' row coverage (means within 4 standard
+    errors of the reference model's, drawn with an independent generator)."""
+    gen = MultiBlockMaskGenerator(
+        grid, min_keep=min_keep, trim_to_batch_min=True, reference_quirks=True
+    )
+    rng, ref_rng = _RecordingRng(0), np.random.default_rng(1)
+    ours, ref = defaultdict(list), defaultdict(list)
+    for _ in range(400):
+        drawn = len(rng.uniforms)
+        masks = gen(8, rng)
+        u_target, u_context = rng.uniforms[drawn : drawn + 2]  # target size first, as the reference
+        contexts, targets = _reference_batch(ref_rng, 8, grid, u_target, u_context, min_keep)
+        assert masks.targets.lengths.tolist() == [len(t) for t in targets]
+        assert masks.context.max_len > min_keep  # the reference asks for more than min_keep
+        first = masks.targets.sequences()[0]
+        assert _bbox(first, grid[1])[:2] == _reference_block_size(u_target, grid, *PAPER["target"])
+        for stats, ctx, tgt in (
+            (ours, masks.context.sequences(), masks.targets.sequences()),
+            (ref, contexts, targets),
+        ):
+            stats["context tokens"].append([len(ctx[0])])
+            stats["context rows"].append(_row_coverage(ctx, grid))
+            stats["target rows"].append(_row_coverage(tgt, grid))
+    for name in ours:
+        a, b = np.array(ours[name]), np.array(ref[name])
+        stderr = np.sqrt(a.var(0) / len(a) + b.var(0) / len(b))
+        assert (np.abs(a.mean(0) - b.mean(0)) <= 4 * stderr).all(), (name, a.mean(0), b.mean(0))

@@ -28,6 +28,12 @@ embedding) gives the same ``(T / t) x (H / p) x (W / p)`` grid as the video ViT,
 depthwise convolutions become ``temporal_kernel x 7 x 7`` (spatio-temporal mixing in every
 block, as in the 3-D ConvNeXts of video recognition) and downsampling is spatial only, so
 every stage keeps the tubelet time axis. ``docs/convnext.md`` explains the choice.
+
+**Bit-reproducible on CPU.** The stem and the downsamplings (kernel = stride) run as matrix
+products over non-overlapping patches (:class:`PatchConv2d`), like the ViT's patch embedding:
+oneDNN's convolution weight gradient changes with the thread count (by ~1e-6 relative for
+the Atto stem at 64 px). The depthwise convolutions stay oneDNN's: their results are the same
+for 1 and 2 threads (``tests/test_convnext.py`` checks every convolution of the encoder).
 """
 
 from __future__ import annotations
@@ -62,6 +68,50 @@ CONVNEXT_SIZES: dict[str, dict[str, tuple[int, ...]]] = {
 }
 NORM_EPS = 1e-6  # timm's LayerNorm / LayerNorm2d default for ConvNeXt
 STEM_STRIDE = 4  # the "patchify" stem of ConvNeXt (Liu et al. 2022, Sec. 2.2)
+
+
+class _PatchConv:
+    """A convolution whose kernel equals its stride, applied as one matrix product over the
+    non-overlapping patches (the GEMM form of :mod:`jepalab.models.layers.patch_embed`).
+
+    Same parameters, names and result (to float rounding) as the convolution, but its weight
+    gradient is a plain GEMM, bit-identical for any thread count; oneDNN's convolution
+    backward is not. ``(B, C, [T,] H, W)`` -> ``(B, D, [T / t,] H / p, W / p)``, channels
+    first (a channels-last view: the LayerNorm that follows reads it without a copy).
+    """
+
+    weight: Tensor
+    bias: Tensor | None
+    kernel_size: tuple[int, ...]
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim == 5:
+            blocks, grid, kernel = "(t u) (h p) (w q)", "t h w", "u p q"
+        else:
+            blocks, grid, kernel = "(h p) (w q)", "h w", "p q"
+        sizes = dict(zip(kernel.split(), self.kernel_size, strict=True))
+        weight = self.weight
+        if x.movedim(1, -1).is_contiguous():  # channels-last memory (after a LayerNorm):
+            # patches in (kernel, channel) order gather whole pixels, 2x faster (Atto, 56x56)
+            x, weight = x.movedim(1, -1), weight.movedim(1, -1)
+            patches = rearrange(x, f"b {blocks} c -> b {grid} ({kernel} c)", **sizes)
+        else:
+            patches = rearrange(x, f"b c {blocks} -> b {grid} (c {kernel})", **sizes)
+        return F.linear(patches, weight.flatten(1), self.bias).movedim(-1, 1)
+
+
+class PatchConv2d(_PatchConv, nn.Conv2d):
+    """``nn.Conv2d(in, out, k, stride=k)`` as a matrix product (see :class:`_PatchConv`)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride=kernel_size)
+
+
+class PatchConv3d(_PatchConv, nn.Conv3d):
+    """``nn.Conv3d(in, out, k, stride=k)`` as a matrix product (see :class:`_PatchConv`)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, ...]) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride=kernel_size)
 
 
 class ChannelsLayerNorm(nn.LayerNorm):
@@ -173,11 +223,12 @@ class ConvNeXtStage(nn.Module):
         if in_dim == dim and stride == 1:
             self.downsample: nn.Module = nn.Identity()
         else:
-            conv = nn.Conv3d if video else nn.Conv2d
-            kernel = (1, stride, stride) if video else stride
-            self.downsample = nn.Sequential(
-                ChannelsLayerNorm(in_dim, eps=NORM_EPS), conv(in_dim, dim, kernel, stride=kernel)
+            conv = (
+                PatchConv3d(in_dim, dim, (1, stride, stride))
+                if video
+                else PatchConv2d(in_dim, dim, stride)
             )
+            self.downsample = nn.Sequential(ChannelsLayerNorm(in_dim, eps=NORM_EPS), conv)
         self.stride = stride
         self.blocks = nn.ModuleList(
             ConvNeXtBlock(dim, drop_paths[i], **block_kwargs) for i in range(depth)
@@ -247,12 +298,12 @@ class ConvNeXt(nn.Module):
         self.depths, self.dims = tuple(depths), tuple(dims)
         self.channels_last = channels_last and not self.video
 
-        conv = nn.Conv3d if self.video else nn.Conv2d
-        stem_kernel = (tubelet_size, stem, stem) if self.video else stem
-        self.stem = nn.Sequential(
-            conv(in_chans, dims[0], stem_kernel, stride=stem_kernel),
-            ChannelsLayerNorm(dims[0], eps=NORM_EPS),
+        stem_conv = (
+            PatchConv3d(in_chans, dims[0], (tubelet_size, stem, stem))
+            if self.video
+            else PatchConv2d(in_chans, dims[0], stem)
         )
+        self.stem = nn.Sequential(stem_conv, ChannelsLayerNorm(dims[0], eps=NORM_EPS))
         rates = drop_path_rates(drop_path_rate, sum(depths))
         block_kwargs = dict(
             layer_scale=layer_scale,
@@ -476,6 +527,8 @@ __all__ = [
     "ConvNeXt",
     "ConvNeXtBlock",
     "GlobalResponseNorm",
+    "PatchConv2d",
+    "PatchConv3d",
     "convert_timm_state_dict",
     "inflate_image_state_dict",
     "stage_strides",

@@ -131,7 +131,10 @@ class MaskedPredictor(nn.Module):
         if mask_ids is None:
             tgt = self.mask_tokens[0].expand(targets.total, -1)
         else:
-            tgt = self.mask_tokens[mask_ids.repeat_interleave(targets.lengths)]
+            # index_select, not [...]: with repeated indices the backward of advanced indexing
+            # adds in a thread-dependent order on the CPU (index_put_ with accumulate), which
+            # broke bit-exact resume under load
+            tgt = self.mask_tokens.index_select(0, mask_ids.repeat_interleave(targets.lengths))
 
         # Sequence s is [context s // r, target s]; build where every token comes from and
         # where it goes in the packed predictor input, and its place in the grid.
@@ -142,7 +145,8 @@ class MaskedPredictor(nn.Module):
         ctx_dst = segment_arange(offsets[:-1], ctx_len)
         tgt_dst = segment_arange(offsets[:-1] + ctx_len, tgt_len)
         x = ctx.new_zeros(int(offsets[-1]), self.embed_dim)
-        x = x.index_copy(0, ctx_dst, ctx[ctx_src]).index_copy(0, tgt_dst, tgt)
+        context_tokens = ctx.index_select(0, ctx_src)  # deterministic backward (see above)
+        x = x.index_copy(0, ctx_dst, context_tokens).index_copy(0, tgt_dst, tgt)
         index = context.values.new_zeros(int(offsets[-1]))
         index = index.index_copy(0, ctx_dst, context.values[ctx_src])
         index = index.index_copy(0, tgt_dst, targets.values)

@@ -151,7 +151,9 @@ class VisionTransformer(nn.Module):
                     f"keep has {keep.num_seqs} sequences, not a multiple of the batch {batch}"
                 )
             index = keep.flat_index(self.num_patches, seqs_per_row=keep.num_seqs // batch)
-            tokens = tokens.reshape(-1, self.embed_dim)[index]
+            # index_select: a deterministic backward when contexts share tokens (indexing
+            # with repeated indices accumulates in a thread-dependent order on the CPU)
+            tokens = tokens.reshape(-1, self.embed_dim).index_select(0, index)
             layout, index = VarlenLayout.from_lengths(keep.lengths), keep.values
         rope = None if self.rope is None else self.rope(index)
         first_averaged = len(self.blocks) - last_layers
