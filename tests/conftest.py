@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import os
 
-import pytest
-import torch
+# On a busy machine (CI beside other jobs, or the CPU-hog check of issue 23) torch's OpenMP
+# threads spin-wait for each other; with a core taken by another process a notebook cell that
+# takes ~1 min idle took over 10 min. Passive waiting (set before torch loads OpenMP; the
+# notebook kernels and CLI subprocesses inherit it) keeps the suite's time proportional.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 # The Triton kernels' tests (test_kernels.py) run under the Triton interpreter on a machine
 # without a GPU. Triton decides interpreter-or-compiler when its own library is decorated, at
