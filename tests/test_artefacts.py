@@ -185,6 +185,13 @@ def test_jepalab_eval_probes_a_cli_convnext_run(convnext_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["checkpoint"].endswith("step_00000002.pt") and report["step"] == 2
+    # the probed features are the rebuilt ConvNeXt's: its name and its final width
+    run = load_run(convnext_run)
+    assert report["encoder_name"] == run.cfg.encoder.name == "convnext_atto"
+    width = run.method.eval_encoder.embed_dim
+    assert report["feature_shapes"]["target encoder"]["pooled"] == [width]
+    assert report["data"]["train"] == 60 and report["data"]["test"] == 30
+    assert report["complete"] and set(report["results"]) == set(report["feature_shapes"])
 
 
 # -- a Trainer built in Python ------------------------------------------------------------

@@ -21,7 +21,7 @@ from jepalab.experiment import build_experiment, build_trainer
 from jepalab.masks.collator import MaskCollator
 from jepalab.masks.multiblock3d import MultiBlock3DMaskGenerator
 from jepalab.train import Trainer
-from jepalab.train.checkpoint import load_latest
+from jepalab.train.checkpoint import load_newest
 from jepalab.train.distributed import detect_env, expand_nodelist, init_distributed
 
 from .conftest import TINY_OVERRIDES
@@ -185,7 +185,7 @@ def _ddp_worker(rank: int, port: int, cfg, out: str, crash_at: int | None) -> No
     finally:
         trainer.close()
     # the newest checkpoint: full (unsharded) parameters whatever the strategy
-    state = load_latest(Path(cfg.run_dir) / "checkpoints")["model"]
+    state = load_newest(Path(cfg.run_dir) / "checkpoints")[1]["model"]
     torch.save({"losses": losses, "state": state}, Path(out) / f"rank{rank}.pt")
 
 

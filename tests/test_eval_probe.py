@@ -20,7 +20,7 @@ from jepalab.eval import (
 )
 from jepalab.eval.probe_cli import ProbeArgs, extract, probe_splits, select_encoder
 from jepalab.experiment import build_experiment, build_trainer, load_run
-from jepalab.train.checkpoint import load_latest
+from jepalab.train.checkpoint import load_newest
 from jepalab.train.schedules import warmup_cosine
 
 from .conftest import TINY_OVERRIDES, TINY_VIDEO_OVERRIDES, compose_config
@@ -302,7 +302,7 @@ def test_missing_checkpoint_and_help(tmp_path, capsys):
 
 def test_a_checkpoint_with_foreign_weights_is_a_usage_error(image_run, tmp_path, capsys):
     """An older checkpoint whose keys this version does not build: exit 2 naming the keys."""
-    state = load_latest(image_run / "checkpoints")
+    state = load_newest(image_run / "checkpoints")[1]
     state["model"]["predictor.query_tokens"] = state["model"].pop("predictor.mask_tokens")
     torch.save(state, tmp_path / "step_00000003.pt")
     assert eval_probe(f"ckpt={tmp_path / 'step_00000003.pt'}") == 2

@@ -10,7 +10,7 @@ import torch
 from jepalab.experiment import build_experiment, build_trainer, run_dir_of
 from jepalab.methods.base import Method, MethodOutput
 from jepalab.train import BadDataError, NonFiniteLossError, Trainer
-from jepalab.train.checkpoint import list_checkpoints, load_latest, save_atomic
+from jepalab.train.checkpoint import list_checkpoints, load_newest, save_atomic
 from jepalab.train.optim import param_groups
 from jepalab.train.schedules import cosine, warmup_cosine
 
@@ -106,7 +106,7 @@ def test_nan_loss_stops_loudly_and_keeps_the_last_good_checkpoint(tiny_cfg, tmp_
     )
     with pytest.raises(NonFiniteLossError, match="step 3"):
         trainer.fit()
-    state = load_latest(tmp_path / "nan" / "checkpoints")
+    state = load_newest(tmp_path / "nan" / "checkpoints")[1]
     assert state["step"] == 2 and torch.isfinite(state["model"]["weight"])
 
 
@@ -156,7 +156,7 @@ def test_checkpoints_are_atomic_pruned_and_a_damaged_one_is_skipped(tiny_cfg, tm
     assert [s for s, _ in list_checkpoints(ckpt_dir)] == [6, 8]
     assert not [p for p in ckpt_dir.iterdir() if ".tmp" in p.name]
     (ckpt_dir / "step_00000008.pt").write_bytes(b"truncated")  # e.g. a disk error
-    state = load_latest(ckpt_dir)
+    state = load_newest(ckpt_dir)[1]
     assert state["step"] == 6 and "unreadable" in caplog.text
 
 

@@ -451,7 +451,7 @@ def train(cfg: Config) -> dict[str, Any]:
     trainer = build_trainer(cfg, exp, resolved)  # joins the process group of a launcher
     try:
         if trainer.dist.is_main:
-            accept_run(run_dir, resolved, trainer.ckpt_dir, trainer.model_specs, trainer.cfg.resume)
+            accept_run(run_dir, resolved, trainer.resume_state())
             log.info(
                 "run %s: %d steps (%d per epoch) of %d samples (%d process(es) x %d "
                 "accumulation step(s) x %d), %.1fM trainable parameters, device %s",

@@ -112,17 +112,20 @@ def module_specs(root: nn.Module) -> dict[str, dict[str, Any]]:
     specs: dict[str, dict[str, Any]] = {}
     for path, module in root.named_modules():
         spec = spec_of(module)
-        if spec is None:
-            continue
-        if any(path.startswith(f"{done}.") for done in specs if done) or (
-            "" in specs and path and not _referenced(specs[""], path)
-        ):
-            continue
-        specs[path] = spec
+        if spec is not None and not _rebuilt_by(specs, path):
+            specs[path] = spec
     return specs
 
 
-def _referenced(spec: dict[str, Any], path: str) -> bool:
+def _rebuilt_by(specs: Mapping[str, Mapping[str, Any]], path: str) -> bool:
+    """Whether a module already recorded in ``specs`` builds the submodule at ``path``:
+    one that contains it, or the root when its arguments do not pass it in."""
+    inside_recorded = any(path.startswith(f"{done}.") for done in specs if done)
+    built_by_root = path != "" and "" in specs and not _referenced(specs[""], path)
+    return inside_recorded or built_by_root
+
+
+def _referenced(spec: Mapping[str, Any], path: str) -> bool:
     """Whether ``spec``'s arguments refer to the submodule at ``path`` (or an ancestor)."""
     refs = [v["$module"] for v in spec["kwargs"].values() if isinstance(v, dict) and "$module" in v]
     return any(path == r for r in refs)

@@ -245,13 +245,9 @@ def _jepalab_view(ckpt: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-# Where a Trainer checkpoint's recorded models (``state["models"]``, jepalab.specs) sit.
-_SPEC_ROLES = {
-    "context_encoder": "encoder",
-    "encoder": "encoder",
-    "target_encoder.module": "target_encoder",
-    "predictor": "predictor",
-}
+# Where a Trainer checkpoint's recorded models (``state["models"]``, jepalab.specs) sit:
+# the module paths of the weight prefixes above.
+_SPEC_ROLES = {prefix.rstrip("."): role for prefix, role in _TRAINER_ROLES.items()}
 
 
 def trainer_model_configs(ckpt: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

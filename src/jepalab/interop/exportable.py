@@ -92,17 +92,15 @@ def check_exportable(view: Mapping[str, Any], layout: OfficialLayout) -> None:
     configs: Mapping[str, Any] = view.get("config") or {}
     roles = [r for r in ("encoder", "target_encoder", "predictor") if r in view]
     encoder_heads = None
+    unrecorded, checked = [], []
     for role in roles:
         spec = configs.get(role) or (configs.get("encoder") if role != "predictor" else None)
         if not spec:
-            log.warning(
-                "exporting the %s to %s: the checkpoint does not record how its model was "
-                "built, so its position scheme and heads cannot be checked against the "
-                "official code's",
-                role,
-                layout.name,
-            )
+            unrecorded.append(role)
             continue
+        if spec in checked:  # the target encoder: the encoder's copy, checked (and said) once
+            continue
+        checked.append(spec)
         cls, kwargs = spec.get("class"), spec["kwargs"]
         family = _PREDICTORS if role == "predictor" else (_VIT,)
         if cls is not None and cls not in family:
@@ -151,6 +149,14 @@ def check_exportable(view: Mapping[str, Any], layout: OfficialLayout) -> None:
                 kwargs.get("depth"),
                 heads,
             )
+    if unrecorded:
+        log.warning(
+            "exporting to %s: the checkpoint does not record how its %s %s built, so position "
+            "scheme and heads cannot be checked against the official code's",
+            layout.name,
+            " and ".join(unrecorded),
+            "was" if len(unrecorded) == 1 else "were",
+        )
 
 
 __all__ = ["check_exportable", "official_encoder_heads"]

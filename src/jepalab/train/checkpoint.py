@@ -74,15 +74,6 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         ) from err
 
 
-def load_latest(directory: Path, map_location: str | torch.device = "cpu") -> dict | None:
-    """The newest checkpoint in ``directory`` that loads; unreadable ones are reported."""
-    for step, path in reversed(list_checkpoints(directory)):
-        state = _load_or_warn(path, step, map_location)
-        if state is not None:
-            return state
-    return None
-
-
 def _load_or_warn(path: Path, step: int, map_location: str | torch.device) -> dict | None:
     try:
         return load_checkpoint(path, map_location)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from jepalab.errors import CheckpointError
-from jepalab.train.checkpoint import list_checkpoints, load_latest
+from jepalab.train.checkpoint import list_checkpoints, load_newest
 
 log = logging.getLogger(__name__)
 
@@ -94,19 +94,17 @@ _RUNTIME_ARGUMENTS = ("attn_backend", "drop_path_rate", "channels_last")
 
 
 def newest_state(ckpt_dir: Path) -> dict[str, Any] | None:
-    """The newest checkpoint that loads, ``None`` if there is none; raises if checkpoints
-    exist and every one of them is damaged (the warnings name each file)."""
-    found = list_checkpoints(ckpt_dir)
-    if not found:
+    """The newest checkpoint that loads (:func:`~jepalab.train.checkpoint.load_newest`),
+    ``None`` if there is none; raises if checkpoints exist and every one is damaged."""
+    if not list_checkpoints(ckpt_dir):
         return None
-    state = load_latest(ckpt_dir)
-    if state is None:
+    try:
+        return load_newest(ckpt_dir)[1]
+    except CheckpointError as err:
         raise CheckpointError(
-            f"every checkpoint in {ckpt_dir} is unreadable ({len(found)} file(s), newest "
-            f"{found[-1][1].name}); resuming would restart from step 0 and overwrite the "
-            "run's metrics. Restart on purpose with trainer.resume=false, or use a new run_dir"
-        )
-    return state
+            f"{err}; resuming would restart from step 0 and overwrite the run's metrics. "
+            "Restart on purpose with trainer.resume=false, or use a new run_dir"
+        ) from None
 
 
 def check_resume(state: Mapping[str, Any], models: Mapping[str, Any], where: Path | str) -> None:
@@ -122,22 +120,14 @@ def check_resume(state: Mapping[str, Any], models: Mapping[str, Any], where: Pat
 
 
 def accept_run(
-    run_dir: Path,
-    config: Mapping[str, Any],
-    ckpt_dir: Path,
-    models: Mapping[str, Any],
-    resume: bool = True,
+    run_dir: Path, config: Mapping[str, Any], resume_state: Mapping[str, Any] | None
 ) -> int:
-    """Before anything is written: refuse to resume into a different model (or past only
-    damaged checkpoints), then write ``config.json`` and ``.hydra/`` (a new run) or append
-    the changed settings to ``config_history.jsonl`` (a resumed one). Returns the step the
-    run starts from."""
-    step = 0
-    if resume:
-        state = newest_state(ckpt_dir)  # raises if every checkpoint is damaged
-        if state is not None:
-            check_resume(state, models, run_dir)
-            step = int(state["step"])
+    """Before anything is written, with the checkpoint the run resumes from (``None``: a
+    new run; the Trainer's :meth:`~jepalab.train.trainer.Trainer.resume_state`, which has
+    already refused a different model or only damaged checkpoints): write ``config.json``
+    and ``.hydra/`` (a new run) or append the changed settings to ``config_history.jsonl``
+    (a resumed one). Returns the step the run starts from."""
+    step = 0 if resume_state is None else int(resume_state["step"])
     changes = record_config(run_dir, config, step)
     if step == 0:
         write_hydra_record(run_dir, config)

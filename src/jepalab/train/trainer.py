@@ -151,6 +151,7 @@ class Trainer:
         self.dtype = self._autocast_dtype(cfg.precision)
         # what the models are (constructor calls), stored in every checkpoint (jepalab.specs)
         self.model_specs = module_specs(method)
+        self._resume: dict | None | bool = False  # False: not read yet (see resume_state)
         self.method = method.to(self.device)
         self.dataset, self.collate_fn = dataset, collate_fn
         self.batch_size, self.num_workers = batch_size, num_workers
@@ -342,14 +343,27 @@ class Trainer:
         distributed.barrier(self.dist)
         return path
 
+    def resume_state(self) -> dict | None:
+        """On rank 0 with ``cfg.resume``: the newest readable checkpoint, read once and
+        checked against the models before anything is written (a different model, or
+        checkpoints that are all damaged, raise :class:`~jepalab.errors.CheckpointError`);
+        ``None`` for a new run, on other ranks, or with ``resume=false``."""
+        if not (self.cfg.resume and self.dist.is_main):
+            return None
+        if self._resume is False:
+            state = newest_state(self.ckpt_dir)
+            if state is not None:
+                check_resume(state, self.model_specs, self.run_dir)
+            self._resume = state
+        return self._resume  # type: ignore[return-value]
+
     def maybe_resume(self) -> bool:
         """Load the newest checkpoint of the run directory if ``cfg.resume``. Rank 0 picks
         it (skipping unreadable files); every rank then loads that same step."""
         if not self.cfg.resume:
             return False
-        state = newest_state(self.ckpt_dir) if self.dist.is_main else None
-        if state is not None:  # refuse a different model before anything is written
-            check_resume(state, self.model_specs, self.ckpt_dir)
+        state = self.resume_state()
+        self._resume = False  # read again by a later fit(); the state is not kept
         step = distributed.broadcast_object(None if state is None else state["step"], self.dist)
         if step is None:
             return False
