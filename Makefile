@@ -19,14 +19,17 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(BIN)/jepalab train $(ARGS)
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest -q $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/benchmark.py $(ARGS)
 
+# habits checked before the tests: lint, formatting, and the import contract (docs/architecture.md)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts notebooks
+	$(BIN)/ruff format --check src tests scripts notebooks
+	$(BIN)/python -m pytest -q tests/test_layers.py
 
 clean:
 	rm -rf $(VENV) runs outputs multirun

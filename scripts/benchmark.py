@@ -40,9 +40,10 @@ from hydra import compose, initialize_config_dir
 
 from jepalab.config import config_dir, register_configs
 from jepalab.data.sampling import SampleKey
-from jepalab.experiment import build_experiment
+from jepalab.device import resolve_device
+from jepalab.methods.build import build_experiment
 from jepalab.train.optim import build_adamw
-from jepalab.train.trainer import move_to, resolve_device
+from jepalab.train.trainer import move_to
 
 # ViT-Ti/16's own shape (width 192, 3 heads, depth 12) is spelled out: the base experiments
 # (digits) set a width-128 / 4-head ViT, which would otherwise carry over.

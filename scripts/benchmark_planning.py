@@ -22,10 +22,10 @@ from hydra import compose, initialize_config_dir
 
 from jepalab.config import config_dir, register_configs
 from jepalab.envs import TwoRooms
-from jepalab.experiment import build_action_model
-from jepalab.plan import load_action_model
+from jepalab.methods.build import build_action_model
 from jepalab.planning import CEMConfig, cem
 from jepalab.planning.world_model import LatentWorldModel
+from jepalab.runs import load_action_model
 
 
 def main() -> None:
@@ -55,8 +55,13 @@ def main() -> None:
     obs, goal = world.render(np.array([20.0, 40.0])), world.render(np.array([45.0, 40.0]))
     bound = 5 * world.config.max_speed
     config = CEMConfig(
-        samples=args.samples, elites=args.elites, iterations=args.iterations,
-        horizon=args.horizon, init_std=bound / 2, action_low=-bound, action_high=bound,
+        samples=args.samples,
+        elites=args.elites,
+        iterations=args.iterations,
+        horizon=args.horizon,
+        init_std=bound / 2,
+        action_low=-bound,
+        action_high=bound,
     )
     calls = []
     times = []
@@ -72,25 +77,33 @@ def main() -> None:
         if repeat:
             times.append(time.perf_counter() - start)
     predictor = method.predictor
-    print(json.dumps({
-        "benchmark": "mpc_planning_step",
-        "planner": "cem",
-        "experiment": None if args.checkpoint else args.experiment,
-        "checkpoint": args.checkpoint,
-        "samples": args.samples,
-        "horizon": args.horizon,
-        "iterations": args.iterations,
-        "energy_calls_per_step": len(calls) // (args.repeats + 1),
-        "candidates_per_call": calls[0][0],
-        "seconds_per_mpc_step_median": float(np.median(times)),
-        "seconds_per_mpc_step_min": float(np.min(times)),
-        "tokens_per_step": predictor.tokens_per_step,
-        "predictor": {"embed_dim": predictor.embed_dim, "depth": len(predictor.predictor_blocks)},
-        "threads": torch.get_num_threads(),
-        "device": args.device,
-        "torch": torch.__version__,
-        "machine": platform.processor() or platform.machine(),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "mpc_planning_step",
+                "planner": "cem",
+                "experiment": None if args.checkpoint else args.experiment,
+                "checkpoint": args.checkpoint,
+                "samples": args.samples,
+                "horizon": args.horizon,
+                "iterations": args.iterations,
+                "energy_calls_per_step": len(calls) // (args.repeats + 1),
+                "candidates_per_call": calls[0][0],
+                "seconds_per_mpc_step_median": float(np.median(times)),
+                "seconds_per_mpc_step_min": float(np.min(times)),
+                "tokens_per_step": predictor.tokens_per_step,
+                "predictor": {
+                    "embed_dim": predictor.embed_dim,
+                    "depth": len(predictor.predictor_blocks),
+                },
+                "threads": torch.get_num_threads(),
+                "device": args.device,
+                "torch": torch.__version__,
+                "machine": platform.processor() or platform.machine(),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import torch  # noqa: E402
 # switch must be set here, before any other import.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
-from jepalab.config import compose_config  # noqa: F401  (tests import it from here)
+from jepalab.config import compose_config
 
 TINY_OVERRIDES = [
     "encoder.embed_dim=32",

@@ -138,8 +138,13 @@ def _method(**kw) -> ActionConditioned:
         img_size=16, patch_size=4, in_chans=1, embed_dim=32, depth=2, num_heads=2
     )
     predictor = ActionConditionedPredictor(
-        (4, 4), 32, action_dim=2, state_dim=2 if kw.get("use_states") else 0,
-        embed_dim=32, depth=2, num_heads=2,
+        (4, 4),
+        32,
+        action_dim=2,
+        state_dim=2 if kw.get("use_states") else 0,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
     )
     return ActionConditioned(encoder, predictor, **kw)
 
@@ -207,8 +212,14 @@ def test_rollout_longer_than_the_window_is_a_clear_error():
 def test_video_encoder_embeds_single_frames_as_one_tubelet():
     torch.manual_seed(0)
     video = VisionTransformer(
-        img_size=16, patch_size=4, in_chans=1, embed_dim=32, depth=1, num_heads=2,
-        num_frames=2, tubelet_size=2,
+        img_size=16,
+        patch_size=4,
+        in_chans=1,
+        embed_dim=32,
+        depth=1,
+        num_heads=2,
+        num_frames=2,
+        tubelet_size=2,
     )
     frames = torch.rand(2, 3, 1, 16, 16)
     z = encode_frames(video, frames)
@@ -355,7 +366,9 @@ def test_pooling_and_target_grad_are_checked():
 def test_pldm_terms_add_smoothness_and_inverse_dynamics_to_the_loss():
     batch = _two_rooms_batch(batch=4)
     method = _pooled_method(
-        target_grad=True, regularizer_weight=0.0, smoothness_weight=0.3,
+        target_grad=True,
+        regularizer_weight=0.0,
+        smoothness_weight=0.3,
         inverse_dynamics_weight=0.7,
     ).double()
     batch.frames, batch.actions = batch.frames.double(), batch.actions.double()
@@ -378,9 +391,7 @@ def test_pldm_terms_add_smoothness_and_inverse_dynamics_to_the_loss():
 def test_inverse_dynamics_head_learns_the_action_between_two_frames():
     method = _pooled_method(target_grad=True, inverse_dynamics_weight=1.0)
     assert method.inverse_dynamics is not None
-    history, _ = _fit(
-        method, _two_rooms_batch(batch=32, steps=5), ("inverse_dynamics",), steps=100
-    )
+    history, _ = _fit(method, _two_rooms_batch(batch=32, steps=5), ("inverse_dynamics",), steps=100)
     first, last = np.mean(history[:3]), np.mean(history[-3:])
     # 1 = predicting zero; the features come to carry the displacement
     assert first > 0.6 and last < 0.25, (first, last)
@@ -409,9 +420,10 @@ class _DotCentroid(torch.nn.Module):
             indexing="ij",
         )
         mass = img.sum((-2, -1))
-        return torch.stack([(img * xs).sum((-2, -1)), (img * ys).sum((-2, -1))], -1)[
-            :, None
-        ] / mass[:, None, None]
+        return (
+            torch.stack([(img * xs).sum((-2, -1)), (img * ys).sum((-2, -1))], -1)[:, None]
+            / mass[:, None, None]
+        )
 
 
 def test_spearman_of_known_orderings():
@@ -426,8 +438,9 @@ def test_spearman_of_known_orderings():
 def test_latent_distance_profile_separates_a_position_encoder_from_a_flat_one():
     from jepalab.planning.world_model import LatentWorldModel, latent_distance_profile
 
-    predictor = ActionConditionedPredictor((1, 1), 2, action_dim=2, embed_dim=8, depth=1,
-                                           num_heads=1)
+    predictor = ActionConditionedPredictor(
+        (1, 1), 2, action_dim=2, embed_dim=8, depth=1, num_heads=1
+    )
     world = TwoRooms()
     perfect = ActionConditioned(_DotCentroid(), predictor, frame_pooling="mean")
     # the centroid encoder sees 64x64 frames; frame_pooling=mean averages its single token
@@ -447,8 +460,9 @@ def test_latent_distance_map_is_the_energy_from_every_free_position(tmp_path):
     from jepalab.planning import landscape_image, save_landscape_picture
     from jepalab.planning.world_model import LatentWorldModel, latent_distance_map
 
-    predictor = ActionConditionedPredictor((1, 1), 2, action_dim=2, embed_dim=8, depth=1,
-                                           num_heads=1)
+    predictor = ActionConditionedPredictor(
+        (1, 1), 2, action_dim=2, embed_dim=8, depth=1, num_heads=1
+    )
     world = TwoRooms()
     perfect = ActionConditioned(_DotCentroid(), predictor, frame_pooling="mean")
     goal = np.array([48.0, 40.0])

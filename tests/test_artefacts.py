@@ -18,13 +18,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from jepalab import create_encoder, create_predictor
+from jepalab.checkpoint import list_checkpoints
 from jepalab.config import compose_config
-from jepalab.experiment import build_experiment, load_run
 from jepalab.interop import read_checkpoint, to_jepalab, to_official
-from jepalab.models import create_encoder, create_predictor
+from jepalab.methods.build import build_experiment
+from jepalab.runs import load_run
 from jepalab.specs import module_specs
 from jepalab.train import Trainer
-from jepalab.train.checkpoint import list_checkpoints
 from tests.artefacts import photo_folder
 from tests.test_interop import TOL, _max_err, ref_encoder
 
@@ -279,7 +280,7 @@ def test_an_action_conditioned_export_is_refused_for_sincos_and_uses_the_trainin
         ],
         experiment="two_rooms_ac",
     )
-    from jepalab.experiment import build_action_model
+    from jepalab.methods.build import build_action_model
 
     def checkpoint(method):  # what the Trainer writes, less the optimiser
         return {

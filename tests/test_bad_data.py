@@ -13,13 +13,15 @@ import sys
 import pytest
 import torch
 
+from jepalab import create_encoder
+from jepalab.checkpoint import list_checkpoints
+from jepalab.cli.probe import extract
+from jepalab.cli.train import train
 from jepalab.data import VideoDataset
 from jepalab.data.sampling import ResumableBatchSampler
-from jepalab.eval.probe_cli import extract
-from jepalab.experiment import build_experiment, build_trainer, train
-from jepalab.models import create_encoder
+from jepalab.methods.build import build_experiment
 from jepalab.train import BadDataError, Trainer
-from jepalab.train.checkpoint import list_checkpoints
+from jepalab.train.setup import build_trainer
 
 from .artefacts import (
     image_folder_with_broken_files,
@@ -104,7 +106,7 @@ def test_image_folder_without_probe_splits_trains_and_says_there_is_no_probe(tmp
     `data.probe=null` still mean "no probe"."""
     photos = image_folder_with_broken_files(tmp_path)
     base = [*TINY_PHOTO_OVERRIDES, f"data.params.root={photos.root}", f"run_dir={tmp_path / 'r'}"]
-    with caplog.at_level("WARNING", logger="jepalab.experiment"):
+    with caplog.at_level("WARNING", logger="jepalab.cli.train"):
         summary = train(compose_config([*base, "trainer.max_steps=1", "data.batch_size=4"]))
     assert "data.probe.test.root, data.probe.train.root are not set" in caplog.text
     assert "eval.probe=none" in caplog.text

@@ -13,13 +13,13 @@ import sys
 import numpy as np
 import pytest
 
-import jepalab.eval.probe_cli as probe_cli
-import jepalab.eval.surprise_cli as surprise_cli
-import jepalab.plan as plan_module
+import jepalab.cli.plan as plan_module
+import jepalab.cli.probe as probe_cli
+import jepalab.cli.surprise as surprise_cli
+from jepalab.checkpoint import checkpoint_path
 from jepalab.cli import main
-from jepalab.experiment import build_experiment
+from jepalab.methods.build import build_experiment
 from jepalab.train import NonFiniteLossError, Trainer
-from jepalab.train.checkpoint import checkpoint_path
 
 from .conftest import TINY_OVERRIDES
 from .test_eval_probe import FAST_PROBES, train_tiny_run

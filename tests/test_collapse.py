@@ -9,7 +9,9 @@ import math
 import pytest
 import torch
 
-from jepalab.eval.collapse import (
+from jepalab.methods.base import MonitorInputs
+from jepalab.methods.build import build_experiment
+from jepalab.train.collapse import (
     CollapseMonitor,
     collapse_metrics,
     feature_std,
@@ -17,8 +19,7 @@ from jepalab.eval.collapse import (
     prediction_errors,
     rankme,
 )
-from jepalab.experiment import build_experiment, build_trainer
-from jepalab.methods.base import MonitorInputs
+from jepalab.train.setup import build_trainer
 
 
 def gaussian(n: int, d: int, seed: int = 0) -> torch.Tensor:
@@ -107,7 +108,7 @@ def test_monitor_warns_once_per_fall_below_the_threshold(caplog):
     monitor = CollapseMonitor(rank_warning=0.2)
     healthy = MonitorInputs(embeddings=gaussian(64, 32))
     collapsed = MonitorInputs(embeddings=gaussian(64, 1) @ gaussian(1, 32, seed=1))
-    with caplog.at_level(logging.WARNING, logger="jepalab.eval.collapse"):
+    with caplog.at_level(logging.WARNING, logger="jepalab.train.collapse"):
         assert monitor(healthy, 1)["monitor/rank_low"] == 0.0
         assert monitor(collapsed, 2)["monitor/rank_low"] == 1.0
         monitor(collapsed, 3)

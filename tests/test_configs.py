@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -15,7 +16,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigAttributeError
 
 from jepalab.config import config_dir
-from jepalab.experiment import build_dataset, build_experiment
+from jepalab.data.build import build_dataset
+from jepalab.methods.build import build_experiment
 
 from .conftest import compose_config
 
@@ -285,3 +287,33 @@ def test_the_probe_splits_of_user_data_are_set_on_the_command_line(data, key):
     )
     assert (cfg.data.probe.train[key], cfg.data.probe.test[key]) == ("/b", "/c")
     assert cfg.data.probe.train.train is False  # evaluation transform on the probe splits
+
+
+def _expand(name: str) -> list[str]:
+    """Shell brace expansion of one README name: ``vit_{a,b}_x`` -> ``vit_a_x, vit_b_x``."""
+    match = re.search(r"\{([^{}]*)\}", name)
+    if not match:
+        return [name]
+    head, tail = name[: match.start()], name[match.end() :]
+    return [n for part in match.group(1).split(",") for n in _expand(head + part + tail)]
+
+
+def test_the_readme_config_table_lists_exactly_the_config_tree():
+    """Every group folder of configs/ is a row of the README's table, and a row names exactly
+    the YAML files of its folder."""
+    root = Path(__file__).resolve().parents[1]
+    rows = {}
+    for line in (root / "README.md").read_text().splitlines():
+        match = re.match(r"^\| `([\w/]+)/` \| (.*?) \| ", line)
+        if match:
+            names = re.findall(r"`([^`]+)`", match.group(2))
+            rows[match.group(1)] = {n for name in names for n in _expand(name)}
+    groups = {
+        str(p.parent.relative_to(root / "configs"))
+        for p in (root / "configs").rglob("*.yaml")
+        if p.parent != root / "configs"
+    }
+    assert set(rows) == groups
+    for group, names in rows.items():
+        files = {p.stem for p in (root / "configs" / group).glob("*.yaml")}
+        assert names == files, f"README row {group}/: {sorted(names ^ files)}"

@@ -10,8 +10,10 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from jepalab.experiment import build_encoder, build_experiment
-from jepalab.models import ConvNeXt, create_encoder, list_encoders
+from jepalab import create_encoder
+from jepalab.methods.build import build_experiment
+from jepalab.models import ConvNeXt, list_encoders
+from jepalab.models.build import build_encoder
 from jepalab.models.convnext import (
     CONVNEXT_SIZES,
     convert_timm_state_dict,
@@ -249,7 +251,7 @@ def test_experiments_switch_to_convnext_by_the_encoder_group_alone(caplog):
     ignored, the token grid is kept, and an unset predictor.num_heads gives heads of width 32."""
     for experiment, grid in (("ijepa_digits", (8, 8)), ("vjepa_moving_digits", (4, 8, 8))):
         cfg = compose_config(["encoder=convnextv2_atto"], experiment=experiment)
-        with caplog.at_level(logging.WARNING, logger="jepalab.experiment"):
+        with caplog.at_level(logging.WARNING, logger="jepalab.models.build"):
             exp = build_experiment(cfg)
         assert "ignores encoder.embed_dim=128, encoder.depth=4, encoder.num_heads=4" in caplog.text
         encoder = exp.method.context_encoder

@@ -347,4 +347,4 @@ def test_register_dataset_decorator() -> None:
         with pytest.raises(ValueError, match="already registered"):
             register_dataset("toy_for_test")(make_toy)
     finally:
-        DATASETS.pop("toy_for_test", None)
+        DATASETS.unregister("toy_for_test")

@@ -16,13 +16,14 @@ import torch
 import torch.multiprocessing as mp
 from torch.distributed.tensor import DTensor
 
+from jepalab.checkpoint import load_newest
 from jepalab.data.sampling import ResumableBatchSampler, SampleKey
-from jepalab.experiment import build_experiment, build_trainer
 from jepalab.masks.collator import MaskCollator
 from jepalab.masks.multiblock3d import MultiBlock3DMaskGenerator
+from jepalab.methods.build import build_experiment
 from jepalab.train import Trainer
-from jepalab.train.checkpoint import load_newest
 from jepalab.train.distributed import detect_env, expand_nodelist, init_distributed
+from jepalab.train.setup import build_trainer
 
 from .conftest import TINY_OVERRIDES
 

@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from jepalab.checkpoint import load_newest
 from jepalab.cli import main as cli_main
+from jepalab.cli.probe import ProbeArgs, extract, probe_splits, select_encoder
 from jepalab.eval import (
     fit_knn_probe,
     fit_linear_sweep,
@@ -18,10 +20,10 @@ from jepalab.eval import (
     knn_predict,
     train_linear_heads,
 )
-from jepalab.eval.probe_cli import ProbeArgs, extract, probe_splits, select_encoder
-from jepalab.experiment import build_experiment, build_trainer, load_run
-from jepalab.train.checkpoint import load_newest
+from jepalab.methods.build import build_experiment
+from jepalab.runs import load_run
 from jepalab.train.schedules import warmup_cosine
+from jepalab.train.setup import build_trainer
 
 from .conftest import TINY_OVERRIDES, TINY_VIDEO_OVERRIDES, compose_config
 

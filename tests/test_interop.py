@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from jepalab import create_encoder, create_predictor
 from jepalab.cli import main as cli_main
 from jepalab.interop import (
     CheckpointMismatchError,
@@ -26,7 +27,6 @@ from jepalab.interop import (
     to_jepalab,
     to_official,
 )
-from jepalab.models import create_encoder, create_predictor
 from jepalab.ragged import Ragged
 
 F64 = torch.float64

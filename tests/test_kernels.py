@@ -245,7 +245,7 @@ def _assert_backends_agree(model, run):
 
 
 def test_encoder_and_predictor_match_sdpa_end_to_end():
-    from jepalab.models import create_encoder, create_predictor
+    from jepalab import create_encoder, create_predictor
     from jepalab.ragged import Ragged
 
     enc = create_encoder("vit_tiny_patch16", img_size=16, patch_size=4, depth=1, embed_dim=32,
@@ -292,7 +292,8 @@ def test_training_runs_are_unchanged_when_the_backend_is_switched(method, reques
     same losses with the Triton kernels as with SDPA (the dispatcher is the only difference).
     The AC run passes too (rtol 1e-4) but takes ~110 s interpreted; its predictor is covered
     forward and backward by test_action_predictor_matches_sdpa_end_to_end."""
-    from jepalab.experiment import build_experiment, build_trainer
+    from jepalab.methods.build import build_experiment
+    from jepalab.train.setup import build_trainer
 
     fixture = {"ijepa": "tiny_cfg", "vjepa": "tiny_video_cfg", "action": "tiny_action_cfg"}
     losses = {}

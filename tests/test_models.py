@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from jepalab.data.sampling import SampleKey
-from jepalab.experiment import build_experiment
 from jepalab.kernels.attention import attention
+from jepalab.methods.build import build_experiment
 from jepalab.models import (
     EMATarget,
     MaskedPredictor,

@@ -164,14 +164,17 @@ def test_energy_with_wrong_shape_is_rejected():
         (lambda: MPPIConfig(noise_std=-1.0), "noise_std"),
         (lambda: MPPIConfig(min_std=-1.0), "min_std"),
         (lambda: cem(RecordingEnergy(), CEMConfig(action_low=[-1] * 3), 2), "action_low"),
-        (lambda: cem(RecordingEnergy(), CEMConfig(), 2, init_mean=torch.zeros(3, 2)),
-         "init_mean"),
+        (lambda: cem(RecordingEnergy(), CEMConfig(), 2, init_mean=torch.zeros(3, 2)), "init_mean"),
         (lambda: oracle_energy(TwoRooms(), DOOR_START, DOOR_GOAL, energy="max"), "energy"),
-        (lambda: oracle_energy(TwoRooms(), DOOR_START, DOOR_GOAL, action_repeat=0),
-         "action_repeat"),
+        (
+            lambda: oracle_energy(TwoRooms(), DOOR_START, DOOR_GOAL, action_repeat=0),
+            "action_repeat",
+        ),
         (lambda: run_episode(TwoRoomsEnv(), GreedyPolicy(), execute=0), "execute"),
-        (lambda: run_episode(TwoRoomsEnv(), OraclePlanner(TwoRooms(), action_repeat=5)),
-         "action_repeat"),
+        (
+            lambda: run_episode(TwoRoomsEnv(), OraclePlanner(TwoRooms(), action_repeat=5)),
+            "action_repeat",
+        ),
         (lambda: shift_warm_start(torch.zeros(3, 2), 1, "first"), "warm_start"),
     ],
 )
@@ -201,8 +204,9 @@ def test_oracle_energy_rolls_out_the_true_dynamics():
 def test_shift_warm_start():
     plan = torch.arange(8.0).reshape(4, 2)
     assert torch.equal(shift_warm_start(plan, 1), torch.tensor([[2, 3], [4, 5], [6, 7], [6, 7.0]]))
-    assert torch.equal(shift_warm_start(plan, 3, "zeros"), torch.tensor([[6, 7.0], [0, 0], [0, 0],
-                                                                         [0, 0]]))
+    assert torch.equal(
+        shift_warm_start(plan, 3, "zeros"), torch.tensor([[6, 7.0], [0, 0], [0, 0], [0, 0]])
+    )
     assert torch.equal(shift_warm_start(plan, 9), torch.tensor([[6, 7.0]]).expand(4, 2))
     assert shift_warm_start(plan, 1, "none") is None
 
@@ -225,8 +229,9 @@ def test_loop_executes_first_actions_with_action_repeat():
     plan = torch.tensor([[4.0, 2.0], [0.0, -4.0], [-4.0, 0.0]])
     planner = ScriptedPlanner(plan)
     start, goal = np.array([10.0, 40.0]), np.array([58.0, 58.0])
-    result = run_episode(TwoRoomsEnv(), planner, execute=2, action_repeat=4, max_steps=20,
-                         start=start, goal=goal)
+    result = run_episode(
+        TwoRoomsEnv(), planner, execute=2, action_repeat=4, max_steps=20, start=start, goal=goal
+    )
     assert result.steps == 20 and result.positions.shape == (21, 2)
     # Replans every execute * action_repeat = 8 steps: at steps 0, 8, 16.
     assert len(result.plans) == len(result.plan_seconds) == 3
@@ -245,8 +250,14 @@ def test_oracle_planner_goes_through_the_door(seed):
     # Default CEM (300 samples, 10 iterations): 12/12 seeds succeed in 38-68 steps; with
     # 200 x 6 one in twelve gets stuck in the corner by the wall.
     planner = OraclePlanner(world, oracle_config(world, DOOR_REPEAT), action_repeat=DOOR_REPEAT)
-    result = run_episode(TwoRoomsEnv(), planner, action_repeat=DOOR_REPEAT, seed=seed,
-                         start=DOOR_START, goal=DOOR_GOAL)
+    result = run_episode(
+        TwoRoomsEnv(),
+        planner,
+        action_repeat=DOOR_REPEAT,
+        seed=seed,
+        start=DOOR_START,
+        goal=DOOR_GOAL,
+    )
     assert result.success and result.final_distance < world.config.success_radius
     assert result.steps < 100  # the shortest detour is ~27 steps
     assert world.is_free(result.positions).all()
@@ -260,23 +271,26 @@ def test_oracle_mppi_goes_through_the_door():
     world = TwoRooms()
     config = oracle_config(world, DOOR_REPEAT, "mppi")
     planner = OraclePlanner(world, config, action_repeat=DOOR_REPEAT)
-    result = run_episode(TwoRoomsEnv(), planner, action_repeat=DOOR_REPEAT, seed=0,
-                         start=DOOR_START, goal=DOOR_GOAL)
+    result = run_episode(
+        TwoRoomsEnv(), planner, action_repeat=DOOR_REPEAT, seed=0, start=DOOR_START, goal=DOOR_GOAL
+    )
     assert result.success
 
 
 def test_greedy_policy_is_stopped_by_the_wall():
     world = TwoRooms()
-    result = run_episode(TwoRoomsEnv(), GreedyPolicy(), action_repeat=DOOR_REPEAT,
-                         start=DOOR_START, goal=DOOR_GOAL)
+    result = run_episode(
+        TwoRoomsEnv(), GreedyPolicy(), action_repeat=DOOR_REPEAT, start=DOOR_START, goal=DOOR_GOAL
+    )
     assert not result.success and result.steps == world.config.max_steps
     assert result.positions[-1, 0] == pytest.approx(world.config.wall_left, abs=1e-3)
     assert result.final_distance == pytest.approx(DOOR_GOAL[0] - world.config.wall_left, abs=1e-3)
 
 
 def test_greedy_policy_succeeds_in_one_room():
-    result = run_episode(TwoRoomsEnv(), GreedyPolicy(), start=np.array([10.0, 50.0]),
-                         goal=np.array([25.0, 20.0]))
+    result = run_episode(
+        TwoRoomsEnv(), GreedyPolicy(), start=np.array([10.0, 50.0]), goal=np.array([25.0, 20.0])
+    )
     assert result.success and result.steps <= 15  # 33.5 px at 2.45 px / step, minus the radius
 
 
@@ -293,8 +307,14 @@ def test_image_only_planner_in_the_loop():
         return oracle_energy(world, locate(observation), locate(goal_observation), 5, "min")
 
     planner = EnergyPlanner(make_energy, oracle_config(world, 5, samples=100, iterations=4))
-    result = run_episode(TwoRoomsEnv(), planner, action_repeat=5, seed=0,
-                         start=np.array([40.0, 50.0]), goal=np.array([52.0, 12.0]))
+    result = run_episode(
+        TwoRoomsEnv(),
+        planner,
+        action_repeat=5,
+        seed=0,
+        start=np.array([40.0, 50.0]),
+        goal=np.array([52.0, 12.0]),
+    )
     assert result.success
 
 
@@ -315,8 +335,9 @@ def test_evaluate_is_seeded_per_episode():
 # -- pictures ---------------------------------------------------------------------------------
 def test_episode_picture_and_gif(tmp_path):
     world = TwoRooms()
-    planner = OraclePlanner(world, oracle_config(world, 5, samples=50, iterations=2),
-                            action_repeat=5)
+    planner = OraclePlanner(
+        world, oracle_config(world, 5, samples=50, iterations=2), action_repeat=5
+    )
     result = run_episode(TwoRoomsEnv(), planner, action_repeat=5, seed=0, max_steps=15)
     path = save_episode_picture(tmp_path / "ep.png", world, result, scale=4)
     with Image.open(path) as image:

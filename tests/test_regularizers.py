@@ -12,11 +12,15 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from omegaconf import OmegaConf
 
-from jepalab.eval.collapse import feature_std, mean_pairwise_cosine
-from jepalab.experiment import build_experiment, build_trainer, load_pretrained_encoder, load_run
+from jepalab import create_encoder
 from jepalab.methods import ActionConditioned
+from jepalab.methods.build import build_experiment
 from jepalab.methods.regularizers import SIGReg, VICRegTerms, random_directions
-from jepalab.models import EMATarget, OnlineTarget, create_encoder
+from jepalab.models import EMATarget, OnlineTarget
+from jepalab.models.pretrained import load_pretrained_encoder
+from jepalab.runs import load_run
+from jepalab.train.collapse import feature_std, mean_pairwise_cosine
+from jepalab.train.setup import build_trainer
 
 
 def test_sigreg_is_small_for_a_standard_gaussian_and_large_otherwise():

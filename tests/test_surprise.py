@@ -13,6 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from jepalab.cli import main as cli_main
+from jepalab.cli.surprise import SurpriseArgs, _context_check
+from jepalab.cli.surprise import main as surprise_main
+from jepalab.cli.train import train
 from jepalab.data.moving_digits import MIN_WALL_ROOM, WALL_INTENSITY
 from jepalab.data.physics import EVENTS, PhysicsBenchmark, make_physics_benchmark
 from jepalab.eval.surprise import (
@@ -29,11 +32,10 @@ from jepalab.eval.surprise import (
     surprise_metrics,
     window_surprise,
 )
-from jepalab.eval.surprise_cli import SurpriseArgs, _context_check
-from jepalab.eval.surprise_cli import main as surprise_main
-from jepalab.experiment import build_experiment, run_dir_of, train
 from jepalab.masks.collator import MaskedBatch
+from jepalab.methods.build import build_experiment
 from jepalab.models.layers.patch_embed import TubeletEmbed
+from jepalab.train.setup import run_dir_of
 
 # 28 px leave room for an 8 px digit, a 2 px wall and MIN_WALL_ROOM on both sides of it.
 SMALL = dict(clip_frames=8, canvas_size=28, digit_size=(6, 8), speed=(0.5, 1.5))

@@ -7,12 +7,13 @@ import json
 import pytest
 import torch
 
-from jepalab.experiment import build_experiment, build_trainer, run_dir_of
+from jepalab.checkpoint import list_checkpoints, load_newest, save_atomic
 from jepalab.methods.base import Method, MethodOutput
+from jepalab.methods.build import build_experiment
 from jepalab.train import BadDataError, NonFiniteLossError, Trainer
-from jepalab.train.checkpoint import list_checkpoints, load_newest, save_atomic
 from jepalab.train.optim import param_groups
 from jepalab.train.schedules import cosine, warmup_cosine
+from jepalab.train.setup import build_trainer, run_dir_of
 
 
 def make_trainer(cfg, **trainer_overrides):

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from jepalab import create_encoder, create_predictor
 from jepalab.masks import MultiBlock3DMaskGenerator
 from jepalab.masks.collator import MaskedBatch
 from jepalab.methods import VJEPA
-from jepalab.models import create_encoder, create_predictor
 from jepalab.models.layers import TubeletEmbed, apply_rope, rope_angles, sincos_3d
 from jepalab.models.layers.rope import GridRoPE
 from jepalab.ragged import Ragged

@@ -9,30 +9,53 @@ import pytest
 import torch
 
 from jepalab.cli import main
-from jepalab.experiment import load_pretrained_encoder
-from jepalab.plan import load_action_model
+from jepalab.models.pretrained import load_pretrained_encoder
+from jepalab.runs import load_action_model
 
 from .conftest import TINY_OVERRIDES
 
 
 def test_collect_pretrain_train_ac_and_plan_from_the_cli(tmp_path, capsys):
     data = tmp_path / "two_rooms"
-    assert main(["collect", "--out", str(data), "--episodes", "30", "--length", "12",
-                 "--no-progress"]) == 0
+    assert (
+        main(["collect", "--out", str(data), "--episodes", "30", "--length", "12", "--no-progress"])
+        == 0
+    )
     encoder_run = tmp_path / "encoder"
     tiny = [o for o in TINY_OVERRIDES if not o.startswith("data.batch_size")]
-    assert main([
-        "train", "experiment=two_rooms_ijepa", *tiny, "data.batch_size=32",
-        "trainer.max_steps=2", f"data.params.root={data}", f"run_dir={encoder_run}",
-        "eval.probe=none",
-    ]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "experiment=two_rooms_ijepa",
+                *tiny,
+                "data.batch_size=32",
+                "trainer.max_steps=2",
+                f"data.params.root={data}",
+                f"run_dir={encoder_run}",
+                "eval.probe=none",
+            ]
+        )
+        == 0
+    )
     ac_run = tmp_path / "ac"
-    assert main([
-        "train", "experiment=two_rooms_ac", *tiny, "data.batch_size=8", "trainer.max_steps=2",
-        "predictor.embed_dim=16", "data.params.frame_skip=2", f"data.params.root={data}",
-        f"run_dir={ac_run}",
-        f"method.encoder_checkpoint={encoder_run}",
-    ]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "experiment=two_rooms_ac",
+                *tiny,
+                "data.batch_size=8",
+                "trainer.max_steps=2",
+                "predictor.embed_dim=16",
+                "data.params.frame_skip=2",
+                f"data.params.root={data}",
+                f"run_dir={ac_run}",
+                f"method.encoder_checkpoint={encoder_run}",
+            ]
+        )
+        == 0
+    )
     # the AC run's stored config describes the pretrained encoder it used ...
     stored = json.loads((ac_run / "config.json").read_text())
     assert stored["encoder"]["embed_dim"] == 32 and stored["encoder"]["patch_size"] == 16
@@ -43,15 +66,35 @@ def test_collect_pretrain_train_ac_and_plan_from_the_cli(tmp_path, capsys):
         torch.testing.assert_close(method.encoder.state_dict()[key], value, rtol=0, atol=0)
 
     capsys.readouterr()
-    assert main([
-        "plan", str(ac_run), "--episodes", "2", "--samples", "16", "--elites", "4",
-        "--iterations", "2", "--horizon", "2", "--max-steps", "6", "--baselines",
-    ]) == 0
+    assert (
+        main(
+            [
+                "plan",
+                str(ac_run),
+                "--episodes",
+                "2",
+                "--samples",
+                "16",
+                "--elites",
+                "4",
+                "--iterations",
+                "2",
+                "--horizon",
+                "2",
+                "--max-steps",
+                "6",
+                "--baselines",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "success" in printed and "random policy" in printed
     summary = json.loads((ac_run / "plan.json").read_text())
     assert set(summary["results"]) == {
-        "CEM on the world model", "random policy", "greedy (privileged positions)"
+        "CEM on the world model",
+        "random policy",
+        "greedy (privileged positions)",
     }
     for row in summary["results"].values():
         assert 0.0 <= row["success_rate"] <= 1.0 and row["mean_steps"] <= 6
@@ -66,7 +109,7 @@ def test_collect_pretrain_train_ac_and_plan_from_the_cli(tmp_path, capsys):
 
 
 def test_plan_rejects_a_checkpoint_that_is_not_action_conditioned(tiny_cfg, tmp_path):
-    from jepalab.experiment import train
+    from jepalab.cli.train import train
 
     tiny_cfg.trainer.max_steps = 1
     tiny_cfg.eval.probe = "none"
@@ -79,13 +122,20 @@ def test_end_to_end_world_model_trains_resumes_and_plans_from_the_cli(tmp_path, 
     """experiment=two_rooms_wm: no pretrained encoder; one batch-standardised latent per frame;
     the plan output reports how the latent distance tracks the true distance."""
     data = tmp_path / "two_rooms"
-    assert main(["collect", "--out", str(data), "--episodes", "20", "--length", "12",
-                 "--no-progress"]) == 0
+    assert (
+        main(["collect", "--out", str(data), "--episodes", "20", "--length", "12", "--no-progress"])
+        == 0
+    )
     tiny = [o for o in TINY_OVERRIDES if not o.startswith("data.batch_size")]
     run = tmp_path / "wm"
     args = [
-        "train", "experiment=two_rooms_wm", *tiny, "data.batch_size=8",
-        "data.params.frame_skip=2", f"data.params.root={data}", f"run_dir={run}",
+        "train",
+        "experiment=two_rooms_wm",
+        *tiny,
+        "data.batch_size=8",
+        "data.params.frame_skip=2",
+        f"data.params.root={data}",
+        f"run_dir={run}",
     ]
     assert main([*args, "trainer.max_steps=2"]) == 0
     method, stored = load_action_model(run)
@@ -108,11 +158,32 @@ def test_end_to_end_world_model_trains_resumes_and_plans_from_the_cli(tmp_path, 
     assert "smoothness_weight" not in stored["method"] and older.inverse_dynamics is None
     assert older.smoothness_weight == 0.0
     capsys.readouterr()
-    assert main([
-        "plan", str(run), "--episodes", "1", "--samples", "16", "--elites", "4",
-        "--iterations", "2", "--horizon", "2", "--max-steps", "4", "--profile-pairs", "40",
-        "--no-progress", "--hold", "2",
-    ]) == 0
+    assert (
+        main(
+            [
+                "plan",
+                str(run),
+                "--episodes",
+                "1",
+                "--samples",
+                "16",
+                "--elites",
+                "4",
+                "--iterations",
+                "2",
+                "--horizon",
+                "2",
+                "--max-steps",
+                "4",
+                "--profile-pairs",
+                "40",
+                "--no-progress",
+                "--hold",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert "latent distance vs true distance over 40 random position pairs" in (
         capsys.readouterr().out
     )

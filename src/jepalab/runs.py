@@ -1,11 +1,12 @@
-"""Reloading what training wrote: a run's method, its encoder, its configuration.
+"""Reloading what training wrote: a run's method with its trained weights.
 
-``load_run(RUN)`` rebuilds the method of a run directory (its newest checkpoint that loads)
-or of a checkpoint file, with its trained weights; ``load_pretrained_encoder`` gives the
-evaluation encoder that an action-conditioned run starts from. Modules are rebuilt from the
-run's stored configuration, or -- for a Trainer built in Python, which has none -- from the
-constructor calls every checkpoint records (:mod:`jepalab.specs`), so their shapes always
-match the weights; every key must load.
+``load_run(RUN)`` rebuilds the masked-JEPA method of a run directory (its newest checkpoint
+that loads) or of a checkpoint file; ``load_action_model`` an action-conditioned one.
+Modules are rebuilt from the run's stored configuration, or -- for a Trainer built in
+Python, which has none -- from the constructor calls every checkpoint records
+(:mod:`jepalab.specs`), so their shapes always match the weights; every key must load.
+The encoder an action-conditioned run starts from: :mod:`jepalab.models.pretrained`; the
+file level (atomic writes, ``weights_only`` reads): :mod:`jepalab.checkpoint`.
 """
 
 from __future__ import annotations
@@ -13,59 +14,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
-from torch import nn
+from omegaconf import DictConfig
 
-from jepalab.config import Config, EncoderConfig
+from jepalab.checkpoint import load_newest
+from jepalab.config import config_from_checkpoint
 from jepalab.errors import CheckpointError
-from jepalab.methods import Method
+from jepalab.methods import ActionConditioned, Method
+from jepalab.methods.build import build_action_model, build_initial_method
 from jepalab.specs import build_from_specs
-from jepalab.train.checkpoint import load_checkpoint, load_newest, resolve_checkpoint
 
 log = logging.getLogger(__name__)
-
-
-def load_pretrained_encoder(
-    path: str | Path, single_frame: bool = True
-) -> tuple[nn.Module, EncoderConfig]:
-    """The evaluation encoder (EMA target) of one of our I-JEPA / V-JEPA checkpoints, and the
-    configuration it was built from.
-
-    The encoder is rebuilt from the configuration stored in the checkpoint, so its shape
-    always matches the weights. ``single_frame``: a video encoder is rebuilt for one tubelet
-    (``num_frames = tubelet_size``) to embed single frames, as V-JEPA 2-AC does; its fixed
-    sincos table is recomputed for that grid, every learned weight is loaded as is.
-    """
-    file = resolve_checkpoint(path)
-    state = load_checkpoint(file)
-    stored = state.get("config") or {}
-    if "encoder" not in stored:
-        raise ValueError(f"{file} holds no encoder configuration; is it a jepalab checkpoint?")
-    # through the schema: keys of older versions get defaults, interpolations resolve
-    encoder_section = config_from_checkpoint(state, file).encoder
-    enc_cfg = EncoderConfig(**OmegaConf.to_container(encoder_section, resolve=True))
-    if single_frame and enc_cfg.num_frames > 1:
-        enc_cfg.num_frames = enc_cfg.tubelet_size
-    from jepalab.experiment import build_encoder  # the builders use these loaders too
-
-    encoder = build_encoder(enc_cfg)
-    prefix = "target_encoder.module."
-    if stored.get("method", {}).get("target") == "online":
-        prefix = "context_encoder."  # no EMA copy: the context encoder is the target
-    weights = {k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)}
-    if not weights:
-        raise ValueError(f"{file} has no target-encoder weights ({prefix}*)")
-    if enc_cfg.num_frames != stored["encoder"].get("num_frames", 1):
-        weights.pop("pos_embed", None)  # the fixed table of the longer clip
-    missing, unexpected = encoder.load_state_dict(weights, strict=False)
-    missing = [k for k in missing if k != "pos_embed"]
-    if missing or unexpected:
-        raise ValueError(f"{file}: encoder weights do not match: {missing=} {unexpected=}")
-    log.info("loaded the pretrained encoder of %s (step %s)", file, state.get("step"))
-    return encoder, enc_cfg
 
 
 @dataclass
@@ -80,39 +40,6 @@ class LoadedRun:
     file: Path
 
 
-def config_from_checkpoint(state: dict, file: Path) -> DictConfig:
-    """The :class:`Config` stored in a training checkpoint, validated against the schema."""
-    stored = state.get("config")
-    if not stored:
-        raise ValueError(f"{file} holds no run configuration; is it a jepalab checkpoint?")
-    schema = OmegaConf.structured(Config)
-    dropped: list[str] = []
-    known = _known_keys(schema, stored, "", dropped)
-    if dropped:
-        log.warning(
-            "%s: config keys unknown to this version of jepalab are ignored: %s",
-            file,
-            ", ".join(dropped),
-        )
-    return OmegaConf.merge(schema, known)
-
-
-def _known_keys(schema: Any, stored: Any, prefix: str, dropped: list[str]) -> Any:
-    """``stored`` without the keys that ``schema`` (a structured section) does not have."""
-    if not isinstance(stored, dict) or not isinstance(schema, DictConfig):
-        return stored
-    if schema._metadata.object_type in (None, dict):  # a free-form dict (e.g. data.params)
-        return stored
-    out = {}
-    for key, value in stored.items():
-        if key not in schema:
-            dropped.append(prefix + key)
-            continue
-        child = schema._get_node(key)
-        out[key] = _known_keys(child, value, f"{prefix}{key}.", dropped)
-    return out
-
-
 def load_run(path: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
     """Rebuild the masked-JEPA method of a run directory (newest checkpoint) or checkpoint
     file, with its trained weights, for evaluation (probes, surprise).
@@ -124,8 +51,6 @@ def load_run(path: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
     specs = state.get("models") or {}
     cfg = config_from_checkpoint(state, file) if state.get("config") else None
     if cfg is not None and cfg.method.name in ("ijepa", "vjepa"):
-        from jepalab.experiment import build_initial_method
-
         method = build_initial_method(cfg)
     elif "" in specs:  # a Trainer built in Python, or a method without a config builder
         method = build_from_specs(specs)
@@ -145,4 +70,26 @@ def load_run(path: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
     return LoadedRun(cfg, method, int(state.get("step", 0)), file)
 
 
-__all__ = ["LoadedRun", "config_from_checkpoint", "load_pretrained_encoder", "load_run"]
+def load_action_model(path: str | Path, device: str = "cpu") -> tuple[ActionConditioned, dict]:
+    """An :class:`ActionConditioned` method restored from its training checkpoint (a file, or
+    a run directory's newest checkpoint that loads), and the run's configuration."""
+    file, state = load_newest(path, map_location="cpu")
+    stored = state.get("config") or {}
+    if stored.get("method", {}).get("name") != "action":
+        raise CheckpointError(
+            f"{file} is not an action-conditioned checkpoint (method.name="
+            f"{stored.get('method', {}).get('name')!r}); train one with method=action"
+        )
+    weights = state["model"]
+    action_dim = weights["predictor.action_encoder.weight"].shape[1]
+    state_key = "predictor.state_encoder.weight"
+    state_dim = weights[state_key].shape[1] if state_key in weights else 0
+    # merged onto the schema: a run saved before a key existed gets that key's default
+    cfg = config_from_checkpoint(state, file)
+    method = build_action_model(cfg, action_dim, state_dim, load_encoder=False)
+    method.load_state_dict(weights)
+    log.info("loaded %s (step %s)", file, state.get("step"))
+    return method.to(device).eval(), stored
+
+
+__all__ = ["LoadedRun", "load_action_model", "load_run"]

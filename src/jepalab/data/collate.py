@@ -65,11 +65,40 @@ def batch_layout(items: Sequence[tuple[Any, SampleKey]]) -> tuple[list[int], int
     return positions, global_size
 
 
+IMAGE_KEYS = ("image", "images", "video", "pixels", "x")
+LABEL_KEYS = ("label", "labels", "target", "y")
+
+
+def image_and_label(sample: Any) -> tuple[Tensor, int]:
+    """A dataset's sample as ``(image, label)``: a tensor (no label: ``-1``), a tuple or list
+    ``(image[, label, ...])``, or a dict with an image under one of :data:`IMAGE_KEYS` and
+    an optional label under one of :data:`LABEL_KEYS`."""
+    if isinstance(sample, Tensor):
+        return sample, -1
+    if isinstance(sample, dict):
+        image = next((sample[k] for k in IMAGE_KEYS if k in sample), None)
+        if image is None:
+            raise DataError(
+                f"a dict sample needs its image under one of {list(IMAGE_KEYS)}; it has "
+                f"{sorted(sample)}"
+            )
+        label = next((sample[k] for k in LABEL_KEYS if k in sample), -1)
+        return image, int(label)
+    if isinstance(sample, (tuple, list)) and sample and isinstance(sample[0], Tensor):
+        return sample[0], int(sample[1]) if len(sample) > 1 else -1
+    raise DataError(
+        f"a sample must be a tensor, a tuple (image, label) or a dict with an image "
+        f"({'/'.join(IMAGE_KEYS)}); got {type(sample).__name__}"
+    )
+
+
 def collate_samples(items: Sequence[tuple[Any, SampleKey]]) -> SampleBatch:
-    """Stack ``(image, label)`` samples; a ``None`` sample (unreadable file) is dropped."""
+    """Stack samples (see :func:`image_and_label`); a ``None`` sample (unreadable file) is
+    dropped."""
     good, step, skipped = readable_samples(items)
-    images = torch.stack([s[0] for s in good])
-    labels = torch.tensor([int(s[1]) for s in good], dtype=torch.long)
+    pairs = [image_and_label(s) for s in good]
+    images = torch.stack([image for image, _ in pairs])
+    labels = torch.tensor([label for _, label in pairs], dtype=torch.long)
     return SampleBatch(images, labels, step, skipped)
 
 

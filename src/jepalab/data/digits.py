@@ -16,6 +16,8 @@ from sklearn.model_selection import train_test_split
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from jepalab.data.registry import register_dataset
+
 # Normalisation constants for canvas intensities in [0, 1]. Obtained from a fixed sample with the
 # default settings (canvas_size=32, digit_size=(12, 24)): all 1,797 digits, 20 passes of random
 # placement after torch.manual_seed(0), i.e. 35,940 canvases; mean and std over every pixel,
@@ -64,6 +66,7 @@ def load_digit_split(
     return digits, torch.from_numpy(targets[chosen]).long(), torch.from_numpy(chosen).long()
 
 
+@register_dataset("digits_canvas")
 class DigitsCanvas(Dataset):
     """Handwritten sklearn digits, randomly scaled and placed on a black canvas.
 

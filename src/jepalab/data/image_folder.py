@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from jepalab.data.files import scan_class_folders
+from jepalab.data.registry import register_dataset
 
 logger = logging.getLogger("jepalab.data")
 
@@ -63,6 +64,7 @@ def build_transform(img_size: int, train: bool, crop_scale: tuple[float, float])
     )
 
 
+@register_dataset("image_folder")
 class ImageFolderDataset(Dataset):
     """Images from ``root/<class_name>/*`` or a flat ``root/*``.
 

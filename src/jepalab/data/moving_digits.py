@@ -48,6 +48,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from jepalab.data.digits import load_digit_split
+from jepalab.data.registry import register_dataset
 from jepalab.data.sampling import mix_seed
 
 # Normalisation constants for frame intensities in [0, 1]. Obtained with the default arguments
@@ -121,6 +122,7 @@ class Trajectory:
     wall: Wall | None = None
 
 
+@register_dataset("moving_digits")
 class MovingDigits(Dataset):
     """Handwritten sklearn digits moving and bouncing in a square canvas.
 

@@ -54,6 +54,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from jepalab.data.files import scan_class_folders
 from jepalab.data.image_folder import IMAGENET_MEAN, IMAGENET_STD
+from jepalab.data.registry import register_dataset
 
 logger = logging.getLogger("jepalab.data")
 
@@ -61,7 +62,13 @@ VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 LIST_EXTENSIONS: tuple[str, ...] = (".csv", ".txt")
 
 
-def _import_decord() -> ModuleType:
+def import_decord() -> ModuleType:
+    """The ``decord`` module, imported on first use (decord has no wheels for some platforms, so
+    only the code that decodes videos needs it).
+
+    Raises:
+        ImportError: If decord is not installed (the message says how to install it).
+    """
     try:
         import decord
     except ImportError as exc:  # decord has no wheels for some platforms (e.g. macOS arm64)
@@ -145,6 +152,7 @@ def clip_indices(num_video_frames: int, num_frames: int, frame_step: int, train:
     return indices.clamp_(max=num_video_frames - 1)
 
 
+@register_dataset("video_files")
 class VideoDataset(Dataset):
     """Clips of ``num_frames`` frames from a list file or a folder of videos.
 
@@ -302,7 +310,7 @@ class VideoDataset(Dataset):
             ``None`` when the video cannot be decoded (logged and counted in ``num_corrupt``).
         """
         path, label = self.samples[index]
-        decord = _import_decord()
+        decord = import_decord()
         try:
             frames = self._decode(decord, path)
         # decord raises DECORDError for broken streams and RuntimeError for files it cannot

@@ -21,7 +21,6 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from timm.layers import Mlp
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
@@ -29,6 +28,7 @@ from jepalab.eval.linear_probe import ProbeResult, extract_features, standardise
 from jepalab.eval.linear_sweep import SweepResult, checked_split, validation_split
 from jepalab.kernels.attention import attention
 from jepalab.models.layers import Block, init_transformer_weights
+from jepalab.models.layers.block import Mlp
 from jepalab.train.optim import build_adamw
 from jepalab.train.schedules import warmup_cosine
 

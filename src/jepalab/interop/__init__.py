@@ -1,7 +1,7 @@
 """Official checkpoint conversion: I-JEPA (facebookresearch/ijepa), V-JEPA
 (facebookresearch/jepa), V-JEPA 2 and V-JEPA 2-AC (facebookresearch/vjepa2) <-> jepalab.
 
->>> from jepalab.models import create_encoder
+>>> from jepalab import create_encoder
 >>> enc = create_encoder("vit_large_patch16", img_size=256, num_frames=16,
 ...                      checkpoint="vitl.pt")  # layout detected, loaded strictly
 

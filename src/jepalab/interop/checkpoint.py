@@ -334,7 +334,7 @@ def convert_file(
 ) -> str:
     """Read ``src``, convert it from ``source`` (``"auto"``: detect) to ``target``, save to
     ``dst`` atomically. Returns the source layout used."""
-    from jepalab.train.checkpoint import save_atomic
+    from jepalab.checkpoint import save_atomic
 
     ckpt = read_checkpoint(src)
     source = detect_format(ckpt) if source == "auto" else source

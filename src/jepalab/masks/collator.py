@@ -45,12 +45,22 @@ class MaskCollator:
     which samples failed to load); the batch records the global batch's number of target
     tokens per mask configuration, which losses normalise by
     (:attr:`MaskBatch.global_target_counts`).
+
+    It is also a plain ``collate_fn`` of a ``DataLoader`` over any dataset (samples: a
+    tensor, ``(image, label)`` or a dict, see :func:`~jepalab.data.collate.image_and_label`):
+    the batches are then numbered in the order they are collated, from ``start_step``, so
+    the masks are reproducible from the seed in one process (``num_workers=0``), though not
+    across a resume (the Trainer's keyed samples are).
     """
 
-    def __init__(self, generator: MaskGenerator, seed: int) -> None:
+    def __init__(self, generator: MaskGenerator, seed: int, start_step: int = 0) -> None:
         self.generator, self.seed = generator, seed
+        self._next_step = start_step  # for plain (unkeyed) batches
 
-    def __call__(self, items: Sequence[tuple[Any, SampleKey]]) -> MaskedBatch:
+    def __call__(self, items: Sequence[Any]) -> MaskedBatch:
+        if not _keyed(items):
+            step, self._next_step = self._next_step, self._next_step + 1
+            items = [(sample, SampleKey(i, 0, step)) for i, sample in enumerate(items)]
         batch = collate_samples(items)
         rng = np.random.default_rng(mix_seed(self.seed, batch.step, 0x6D61736B))  # "mask"
         positions, global_size = batch_layout(items)
@@ -60,3 +70,9 @@ class MaskCollator:
         return MaskedBatch(
             batch.images, batch.labels, batch.step, batch.skipped, masks, len(items) / global_size
         )
+
+
+def _keyed(items: Sequence[Any]) -> bool:
+    """Whether ``items`` are the Trainer's ``(sample, SampleKey)`` pairs."""
+    first = items[0] if items else None
+    return isinstance(first, tuple) and len(first) == 2 and isinstance(first[1], SampleKey)

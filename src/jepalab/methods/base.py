@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 @dataclass
 class MonitorInputs:
-    """What a method hands to the collapse monitors (:mod:`jepalab.eval.collapse`): detached
+    """What a method hands to the collapse monitors (:mod:`jepalab.train.collapse`): detached
     tensors it computed anyway, so that filling it costs nothing.
 
     Attributes:

@@ -35,6 +35,18 @@ LOSSES = ("smooth_l1", "l1", "mse")
 TARGETS = ("ema", "online")
 
 
+def _check_same_parameters(encoder: nn.Module, target: nn.Module) -> None:
+    """A target module must be updatable towards ``encoder``: the same parameter shapes."""
+    shapes = [tuple(p.shape) for p in encoder.parameters()]
+    other = [tuple(p.shape) for p in target.parameters()]
+    if shapes != other:
+        raise ValueError(
+            f"the target module ({type(target).__name__}, {len(other)} parameters) does not "
+            f"have the encoder's parameters ({type(encoder).__name__}, {len(shapes)}); the EMA "
+            "update needs the same architecture"
+        )
+
+
 def token_loss(prediction: Tensor, target: Tensor, loss: str, loss_exp: float = 1.0) -> Tensor:
     """Per-token loss ``(T,)``, averaged over feature channels.
 
@@ -62,8 +74,11 @@ class IJEPA(Method):
         ema: momentum at the start and at the end of training (I-JEPA: 0.996 -> 1.0).
         loss: one of :data:`LOSSES` (I-JEPA release: ``"smooth_l1"``).
         loss_exp: exponent of the ``"l1"`` loss.
-        target: ``"ema"`` (the paper) or ``"online"``: the context encoder itself, without
-            gradient (:class:`~jepalab.models.ema.OnlineTarget`; ``ema`` is then unused).
+        target: ``"ema"`` (the paper: an EMA copy of ``encoder``), ``"online"``: the context
+            encoder itself, without gradient (:class:`~jepalab.models.ema.OnlineTarget`;
+            ``ema`` is then unused), or a module: the EMA target itself (e.g. a pretrained
+            or differently initialised encoder with ``encoder``'s parameters), updated
+            towards the context encoder as the EMA copy would be.
         regularizer: ``regularizer(z, step) -> (value, metrics)`` on embeddings ``z (N, D)``
             (:func:`~jepalab.methods.regularizers.build_regularizer`), or ``None``.
         regularizer_weight: ``λ`` in ``(1 - λ) * prediction + λ * regularizer``.
@@ -86,7 +101,7 @@ class IJEPA(Method):
         ema: tuple[float, float] = (0.996, 1.0),
         loss: str = "smooth_l1",
         loss_exp: float = 1.0,
-        target: str = "ema",
+        target: str | nn.Module = "ema",
         regularizer: nn.Module | None = None,
         regularizer_weight: float = 0.0,
         regularize_on: str = "pooled",
@@ -104,18 +119,25 @@ class IJEPA(Method):
             raise ValueError(f"method.loss={loss!r} is not one of {LOSSES}")
         if loss_exp <= 0:
             raise ValueError(f"method.loss_exp must be positive, got {loss_exp}")
-        if target not in TARGETS:
+        if isinstance(target, nn.Module):
+            _check_same_parameters(encoder, target)
+        elif target not in TARGETS:
             raise ValueError(f"method.target={target!r} is not one of {TARGETS}")
         if regularize_on not in REGULARIZE_ON:
             raise ValueError(
                 f"method.regularize_on={regularize_on!r} is not one of {REGULARIZE_ON}"
             )
         self.context_encoder = encoder
-        self.target_encoder = EMATarget(encoder) if target == "ema" else OnlineTarget(encoder)
+        if isinstance(target, nn.Module):  # the given module is the target, not a copy
+            self.target_encoder: nn.Module = EMATarget(target, copy=False)
+        elif target == "ema":
+            self.target_encoder = EMATarget(encoder)
+        else:
+            self.target_encoder = OnlineTarget(encoder)
         self.predictor = predictor
         self.ema = (float(ema[0]), float(ema[1]))
         self.loss_name, self.loss_exp = loss, float(loss_exp)
-        self.target_kind = target
+        self.target_kind = "ema" if isinstance(target, nn.Module) else target
         self.regularizer = regularizer
         self.regularizer_weight = float(regularizer_weight)
         self.regularize_on = regularize_on

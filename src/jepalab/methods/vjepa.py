@@ -42,7 +42,7 @@ class VJEPA(IJEPA):
         ema: tuple[float, float] = (0.998, 1.0),
         loss: str = "l1",
         loss_exp: float = 1.0,
-        target: str = "ema",
+        target: str | nn.Module = "ema",
         regularizer: nn.Module | None = None,
         regularizer_weight: float = 0.0,
         regularize_on: str = "pooled",

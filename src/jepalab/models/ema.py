@@ -11,7 +11,7 @@ setting). Alone it lets a JEPA collapse; it is meant to be paired with a regular
 
 from __future__ import annotations
 
-import copy
+import copy as _copy
 
 import torch
 from torch import nn
@@ -32,9 +32,12 @@ class EMATarget(nn.Module):
     :meth:`update` moves every parameter in one fused ``torch._foreach_lerp_`` call.
     """
 
-    def __init__(self, online: nn.Module) -> None:
+    def __init__(self, online: nn.Module, copy: bool = True) -> None:
+        """``copy=False``: ``online`` itself becomes the target (a module built to be one,
+        e.g. a pretrained encoder), frozen and in eval mode."""
         super().__init__()
-        self.module = copy.deepcopy(online).requires_grad_(False).eval()
+        module = _copy.deepcopy(online) if copy else online
+        self.module = module.requires_grad_(False).eval()
 
     def train(self, mode: bool = True) -> EMATarget:
         return super().train(False)  # the target is never in training mode

@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from jepalab.checkpoint import list_checkpoints, load_newest
 from jepalab.errors import CheckpointError
-from jepalab.train.checkpoint import list_checkpoints, load_newest
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ _RUNTIME_ARGUMENTS = ("attn_backend", "drop_path_rate", "channels_last")
 
 
 def newest_state(ckpt_dir: Path) -> dict[str, Any] | None:
-    """The newest checkpoint that loads (:func:`~jepalab.train.checkpoint.load_newest`),
+    """The newest checkpoint that loads (:func:`~jepalab.checkpoint.load_newest`),
     ``None`` if there is none; raises if checkpoints exist and every one is damaged."""
     if not list_checkpoints(ckpt_dir):
         return None

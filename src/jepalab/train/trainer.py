@@ -35,6 +35,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from jepalab.checkpoint import (
+    checkpoint_path,
+    list_checkpoints,
+    load_checkpoint,
+    prune_checkpoints,
+    save_atomic,
+)
 from jepalab.config import OptimConfig, TrainerConfig
 from jepalab.data.sampling import (
     ResumableBatchSampler,
@@ -42,19 +49,13 @@ from jepalab.data.sampling import (
     micro_batch_size,
     mix_seed,
 )
+from jepalab.device import resolve_device
 from jepalab.errors import CheckpointError, UserError
-from jepalab.eval.collapse import CollapseMonitor
 from jepalab.methods.base import Method
 from jepalab.progress import progress_bar
 from jepalab.specs import module_specs
 from jepalab.train import distributed, fsdp
-from jepalab.train.checkpoint import (
-    checkpoint_path,
-    list_checkpoints,
-    load_checkpoint,
-    prune_checkpoints,
-    save_atomic,
-)
+from jepalab.train.collapse import CollapseMonitor
 from jepalab.train.metrics_log import MetricsLogger
 from jepalab.train.optim import build_adamw
 from jepalab.train.resume import check_resume, newest_state
@@ -72,18 +73,6 @@ class NonFiniteLossError(UserError, RuntimeError):
 
 class BadDataError(UserError, RuntimeError):
     """Too many samples could not be read."""
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto``: this process's GPU (``cuda:LOCAL_RANK``) if there is one, else the CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"trainer.device={name!r} but CUDA is not available; use 'cpu'")
-    return device
 
 
 def move_to(obj: Any, device: torch.device) -> Any:
@@ -147,7 +136,7 @@ class Trainer:
         self.micro_batch_size = micro_batch_size(batch_size, self.dist.world_size, self.accum_steps)
         # each micro-batch's share of the step's global batch
         self.micro_fraction = 1.0 / (self.dist.world_size * self.accum_steps)
-        self.device = resolve_device(cfg.device, self.dist.local_rank)
+        self.device = resolve_device(cfg.device, self.dist.local_rank, key="trainer.device")
         self.dtype = self._autocast_dtype(cfg.precision)
         # what the models are (constructor calls), stored in every checkpoint (jepalab.specs)
         self.model_specs = module_specs(method)
@@ -164,7 +153,11 @@ class Trainer:
             )
         self.total_steps = max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
         self.last_step = min(self.total_steps, cfg.max_steps or self.total_steps)
+        if cfg.schedule_to_max_steps:  # the schedules (LR, WD, EMA) end where the run stops
+            self.total_steps = self.last_step
         self.warmup_steps = round(optim.warmup_epochs * self.steps_per_epoch)
+        if cfg.schedule_to_max_steps:  # the warmup never outlasts the shortened schedule
+            self.warmup_steps = min(self.warmup_steps, self.total_steps)
         self.sharded = cfg.strategy == "fsdp" and self.dist.is_distributed
         if self.sharded:  # before the optimiser, which must hold the sharded parameters
             distributed.broadcast_module(self.method, self.dist)  # FSDP2 does not broadcast
@@ -437,6 +430,14 @@ class Trainer:
             logger.truncate_after(self.step)
         losses: list[float] = []
         if self.step >= self.last_step:
+            log.warning(
+                "%s already finished at step %d of %d: nothing to train (raise "
+                "trainer.max_steps / epochs to continue it, or use a new run_dir, or "
+                "trainer.resume=false to start over)",
+                self.run_dir,
+                self.step,
+                self.last_step,
+            )
             if logger is not None:
                 logger.close()
             return losses

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from omegaconf import MISSING, DictConfig
 
-from jepalab.cli import check_output
+from jepalab.checkpoint import resolve_checkpoint
+from jepalab.cli.args import UsageError, check_output, describe_schema, parse_overrides
 from jepalab.data.physics import EVENTS, PhysicsBenchmark, make_physics_benchmark
-from jepalab.eval.cli_args import UsageError, describe_schema, parse_overrides
 from jepalab.eval.surprise import (
     SCORES,
     Windows,
@@ -37,9 +37,9 @@ from jepalab.eval.surprise import (
     surprise_curves,
     surprise_metrics,
 )
-from jepalab.experiment import build_initial_method, load_run
 from jepalab.methods import IJEPA
-from jepalab.train.checkpoint import resolve_checkpoint
+from jepalab.methods.build import build_initial_method
+from jepalab.runs import load_run
 
 PROG = "jepalab eval surprise"
 
@@ -127,7 +127,7 @@ def main(args: list[str]) -> int:
 
 def build_untrained(cfg: DictConfig) -> IJEPA:
     """The run's network at initialisation (Garrido et al.'s "untrained" baseline): the
-    trained run's initial weights (:func:`~jepalab.experiment.build_initial_method`), built
+    trained run's initial weights (:func:`~jepalab.methods.build.build_initial_method`), built
     without its data."""
     return build_initial_method(cfg).eval()
 

@@ -28,12 +28,12 @@ from typing import Any
 
 import torch
 
-from jepalab.cli import ArgumentParser, check_output
+from jepalab.checkpoint import resolve_checkpoint
+from jepalab.cli.args import ArgumentParser, check_output
 from jepalab.data.trajectories import read_meta
+from jepalab.device import resolve_device
 from jepalab.envs import TwoRooms, TwoRoomsConfig, TwoRoomsEnv
-from jepalab.errors import CheckpointError, ConfigError
-from jepalab.experiment import build_action_model, config_from_checkpoint
-from jepalab.methods.action import ActionConditioned
+from jepalab.errors import ConfigError
 from jepalab.planning import (
     CEMConfig,
     EnergyPlanner,
@@ -50,32 +50,9 @@ from jepalab.planning.world_model import (
     latent_distance_map,
     latent_distance_profile,
 )
-from jepalab.train.checkpoint import load_newest, resolve_checkpoint
-from jepalab.train.trainer import resolve_device
+from jepalab.runs import load_action_model
 
 log = logging.getLogger(__name__)
-
-
-def load_action_model(path: str | Path, device: str = "cpu") -> tuple[ActionConditioned, dict]:
-    """An :class:`ActionConditioned` method restored from its training checkpoint (a file, or
-    a run directory's newest checkpoint that loads), and the run's configuration."""
-    file, state = load_newest(path, map_location="cpu")
-    stored = state.get("config") or {}
-    if stored.get("method", {}).get("name") != "action":
-        raise CheckpointError(
-            f"{file} is not an action-conditioned checkpoint (method.name="
-            f"{stored.get('method', {}).get('name')!r}); train one with method=action"
-        )
-    weights = state["model"]
-    action_dim = weights["predictor.action_encoder.weight"].shape[1]
-    state_key = "predictor.state_encoder.weight"
-    state_dim = weights[state_key].shape[1] if state_key in weights else 0
-    # merged onto the schema: a run saved before a key existed gets that key's default
-    cfg = config_from_checkpoint(state, file)
-    method = build_action_model(cfg, action_dim, state_dim, load_encoder=False)
-    method.load_state_dict(weights)
-    log.info("loaded %s (step %s)", file, state.get("step"))
-    return method.to(device).eval(), stored
 
 
 def environment_config(run_config: dict) -> TwoRoomsConfig:
@@ -340,4 +317,4 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
-__all__ = ["PlanSettings", "build_planner", "load_action_model", "main", "run"]
+__all__ = ["PlanSettings", "build_planner", "main", "run"]

@@ -1,14 +1,20 @@
-"""``key=value`` arguments of the ``jepalab eval ...`` commands, validated against a dataclass.
+r"""Arguments of every ``jepalab`` command, and the checks made before any compute.
 
 The evaluation commands take the same override syntax as ``jepalab train`` (OmegaConf dot
 lists: ``ckpt=runs/x probes=[linear,knn] sweep.lr=[1e-3,3e-4]``), checked against a schema so
-that a misspelt key or a wrong type is an error that names it.
+that a misspelt key or a wrong type is an error that names it. The others use
+:class:`ArgumentParser`, whose usage errors are one-line :class:`ConfigError`\ s.
+:func:`check_output` makes sure a result file can be written before anything is computed.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import tempfile
+import typing
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from omegaconf import OmegaConf
@@ -17,6 +23,35 @@ from omegaconf.errors import OmegaConfBaseException
 from jepalab.errors import ConfigError
 
 T = TypeVar("T")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse`` whose usage errors are :class:`ConfigError` (reported as one line by
+    :func:`main`) instead of a usage block and ``sys.exit(2)``."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise ConfigError(f"{message} (--help lists the options)")
+
+
+def check_output(path: str | Path, option: str) -> Path:
+    """Make sure a file can be written at ``path`` before any compute: creates its folder
+    and a scratch file there. Raises :class:`ConfigError` naming the folder and the
+    ``option`` that chooses the file, so that a long evaluation does not lose its results
+    at the end."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent, prefix=f".{path.name}."):
+            pass
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise ConfigError(
+            f"cannot write {path}: its folder {path.parent} is not writable ({reason}); "
+            f"choose another file with {option}"
+        ) from err
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; give a file name with {option}")
+    return path
 
 
 class UsageError(ConfigError):

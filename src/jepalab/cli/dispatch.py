@@ -33,48 +33,16 @@ exception (a bug) always does. ``--help`` works at every level (``jepalab eval -
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
-import tempfile
 import traceback
-import typing
 from collections.abc import Sequence
-from pathlib import Path
 
+from jepalab.cli.args import ArgumentParser
 from jepalab.errors import ConfigError, DataError, UserError
 
 USAGE = __doc__
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """``argparse`` whose usage errors are :class:`ConfigError` (reported as one line by
-    :func:`main`) instead of a usage block and ``sys.exit(2)``."""
-
-    def error(self, message: str) -> typing.NoReturn:
-        raise ConfigError(f"{message} (--help lists the options)")
-
-
-def check_output(path: str | Path, option: str) -> Path:
-    """Make sure a file can be written at ``path`` before any compute: creates its folder
-    and a scratch file there. Raises :class:`ConfigError` naming the folder and the
-    ``option`` that chooses the file, so that a long evaluation does not lose its results
-    at the end."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path.parent, prefix=f".{path.name}."):
-            pass
-    except OSError as err:
-        reason = err.strerror or str(err)
-        raise ConfigError(
-            f"cannot write {path}: its folder {path.parent} is not writable ({reason}); "
-            f"choose another file with {option}"
-        ) from err
-    if path.is_dir():
-        raise ConfigError(f"{path} is a folder; give a file name with {option}")
-    return path
 
 
 def _train(overrides: Sequence[str]) -> int:
@@ -85,8 +53,9 @@ def _train(overrides: Sequence[str]) -> int:
     from hydra.types import RunMode
     from omegaconf import DictConfig
 
-    from jepalab.config import config_dir, register_configs, validate_config
-    from jepalab.experiment import train
+    from jepalab.cli.train import train
+    from jepalab.cli.validate import validate_config
+    from jepalab.config import config_dir, register_configs
 
     register_configs()
     failed: list[Exception] = []
@@ -235,8 +204,8 @@ def _convert(args: Sequence[str]) -> int:
 
 
 EVAL_COMMANDS = {
-    "probe": "jepalab.eval.probe_cli",
-    "surprise": "jepalab.eval.surprise_cli",
+    "probe": "jepalab.cli.probe",
+    "surprise": "jepalab.cli.surprise",
 }
 
 
@@ -266,7 +235,7 @@ def _eval(args: Sequence[str]) -> int:
 
 
 def _plan(args: Sequence[str]) -> int:
-    from jepalab.plan import main as plan_main
+    from jepalab.cli.plan import main as plan_main
 
     return plan_main(args)
 

@@ -3,7 +3,7 @@
     jepalab eval probe ckpt=runs/ijepa_digits                       # linear, k-NN, attentive
     jepalab eval probe ckpt=runs/x encoder=context probes=[linear,knn] max_train=2000
 
-Loads the run (:func:`jepalab.experiment.load_run`), extracts the features of its labelled
+Loads the run (:func:`jepalab.runs.load_run`), extracts the features of its labelled
 probe splits (``data.probe.train/test`` of the run's config) once per encoder -- the chosen
 trained encoder and, with ``baselines=true``, raw pixels and a randomly initialised encoder of
 the same shape -- and fits every requested probe on those cached features:
@@ -35,22 +35,18 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from jepalab.cli import check_output
+from jepalab.checkpoint import resolve_checkpoint
+from jepalab.cli.args import UsageError, check_output, describe_schema, parse_overrides
+from jepalab.data.build import build_dataset, unset_probe_keys
 from jepalab.data.collate import collate_readable
+from jepalab.device import resolve_device
 from jepalab.eval.attentive_probe import fit_attentive_sweep
-from jepalab.eval.cli_args import UsageError, describe_schema, parse_overrides
 from jepalab.eval.knn import KNN_KS, KNN_TEMPERATURE, fit_knn_probe
 from jepalab.eval.linear_probe import ProbeResult, fit_linear_probe, format_hparams
 from jepalab.eval.linear_sweep import LR_GRID, WEIGHT_DECAY_GRID, fit_linear_sweep
-from jepalab.experiment import (
-    LoadedRun,
-    build_dataset,
-    build_encoder,
-    load_run,
-    unset_probe_keys,
-)
+from jepalab.models.build import build_encoder
 from jepalab.progress import progress_bar
-from jepalab.train.checkpoint import resolve_checkpoint
+from jepalab.runs import LoadedRun, load_run
 
 log = logging.getLogger(__name__)
 
@@ -320,12 +316,6 @@ def run_dir_of_checkpoint(ckpt: str | Path, file: Path) -> Path:
     return file.parent.parent if file.parent.name == "checkpoints" else file.parent
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def probe_splits(cfg: DictConfig, args: ProbeArgs) -> dict[str, Dataset]:
     """The run's labelled ``train`` / ``test`` probe splits, capped at ``max_train/max_test``."""
     if cfg.data.get("probe") is None:
@@ -388,7 +378,7 @@ def probe_run(args: ProbeArgs, out: Path | None = None) -> dict[str, Any]:
     (``"complete": false`` until the last), so an interrupted evaluation keeps its results.
     """
     check_args(args)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, key="device")
     try:
         run = load_run(args.ckpt, device)
     except (FileNotFoundError, ValueError) as exc:

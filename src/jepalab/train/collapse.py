@@ -25,6 +25,7 @@ import logging
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -45,15 +46,17 @@ def _strided(x: Tensor, limit: int = MAX_TOKENS) -> Tensor:
 
 
 @torch.no_grad()
-def rankme(embeddings: Tensor, center: bool = True, eps: float = 1e-7) -> float:
+def rankme(embeddings: Tensor | np.ndarray, center: bool = True, eps: float = 1e-7) -> float:
     """RankMe effective rank of ``(n, D)`` embeddings (Garrido et al. 2023, Eq. 1), between 1
     and ``min(n, D)``.
 
     ``center=True`` (the monitors' choice) takes the rank of the embedding covariance: the
     mean is removed first, so a large shared component (common at initialisation, where
     average-pooled features of different images point the same way) does not read as
-    collapse. ``center=False`` is the paper's statistic on the raw embeddings.
+    collapse. ``center=False`` is the paper's statistic on the raw embeddings. ``embeddings``
+    may be a tensor or a numpy array.
     """
+    embeddings = torch.as_tensor(embeddings)
     if embeddings.ndim != 2:
         raise ValueError(f"rankme expects (n, D) embeddings, got shape {tuple(embeddings.shape)}")
     x = embeddings.detach().float()
