@@ -52,9 +52,11 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from jepalab.data.sampling import mix_seed
+from jepalab.registry import Registry
 from jepalab.specs import records_arguments
 
-REGULARIZERS = ("none", "sigreg", "vicreg")
+# method.regularizer -> a builder ``(seed, knobs) -> module | None``
+REGULARIZERS: Registry = Registry("regularizer", key="method.regularizer")
 REGULARIZE_ON = ("tokens", "pooled")  # which embeddings a method regularises (its docstring)
 # λ of ``(1 - λ) * prediction + λ * regulariser`` when ``method.regularizer_weight`` is unset:
 # LeJEPA's default 0.05 (Sec. 6); 0.5 keeps VICReg's 25 : 25 invariance : variance ratio.
@@ -219,28 +221,37 @@ class VICRegTerms(nn.Module):
 
 
 def build_regularizer(name: str, seed: int = 0, **knobs: float) -> nn.Module | None:
-    """The regulariser named ``name`` (one of :data:`REGULARIZERS`), ``None`` for ``"none"``.
+    """The regulariser registered as ``name`` (:data:`REGULARIZERS`), ``None`` for ``"none"``.
 
     ``knobs``: ``sigreg_slices``, ``sigreg_knots``, ``sigreg_t_max``, ``vicreg_std_target``,
     ``vicreg_variance_weight``, ``vicreg_covariance_weight`` (the ``method.*`` config keys);
     those of the other regulariser are ignored.
     """
-    if name == "none":
-        return None
-    if name == "sigreg":
-        return SIGReg(
-            num_slices=int(knobs.get("sigreg_slices", 256)),
-            num_knots=int(knobs.get("sigreg_knots", 17)),
-            t_max=float(knobs.get("sigreg_t_max", 3.0)),
-            seed=seed,
-        )
-    if name == "vicreg":
-        return VICRegTerms(
-            std_target=float(knobs.get("vicreg_std_target", 1.0)),
-            variance_weight=float(knobs.get("vicreg_variance_weight", 1.0)),
-            covariance_weight=float(knobs.get("vicreg_covariance_weight", 0.04)),
-        )
-    raise ValueError(f"method.regularizer={name!r} is not one of {REGULARIZERS}")
+    return REGULARIZERS.get(name)(seed, knobs)
+
+
+@REGULARIZERS.register("none")
+def _no_regularizer(seed: int, knobs: dict[str, float]) -> None:
+    return None
+
+
+@REGULARIZERS.register("sigreg")
+def _sigreg(seed: int, knobs: dict[str, float]) -> SIGReg:
+    return SIGReg(
+        num_slices=int(knobs.get("sigreg_slices", 256)),
+        num_knots=int(knobs.get("sigreg_knots", 17)),
+        t_max=float(knobs.get("sigreg_t_max", 3.0)),
+        seed=seed,
+    )
+
+
+@REGULARIZERS.register("vicreg")
+def _vicreg(seed: int, knobs: dict[str, float]) -> VICRegTerms:
+    return VICRegTerms(
+        std_target=float(knobs.get("vicreg_std_target", 1.0)),
+        variance_weight=float(knobs.get("vicreg_variance_weight", 1.0)),
+        covariance_weight=float(knobs.get("vicreg_covariance_weight", 0.04)),
+    )
 
 
 def regularizer_weight(name: str, weight: float | None) -> float:

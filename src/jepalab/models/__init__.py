@@ -7,8 +7,11 @@ from jepalab.models import vit as _vit  # noqa: F401  (registers encoders)
 from jepalab.models.action_predictor import ActionConditionedPredictor
 from jepalab.models.convnext import ConvNeXt
 from jepalab.models.ema import EMATarget, OnlineTarget, ema_momentum
+from jepalab.models.encoder import Encoder, repeated_blocks
 from jepalab.models.predictor import MaskedPredictor
 from jepalab.models.registry import (
+    ENCODERS,
+    PREDICTORS,
     create_encoder,
     create_predictor,
     list_encoders,
@@ -19,9 +22,12 @@ from jepalab.models.registry import (
 from jepalab.models.vit import VisionTransformer
 
 __all__ = [
+    "ENCODERS",
+    "PREDICTORS",
     "ActionConditionedPredictor",
     "ConvNeXt",
     "EMATarget",
+    "Encoder",
     "MaskedPredictor",
     "OnlineTarget",
     "VisionTransformer",
@@ -32,4 +38,5 @@ __all__ = [
     "list_predictors",
     "register_encoder",
     "register_predictor",
+    "repeated_blocks",
 ]

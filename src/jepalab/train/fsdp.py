@@ -2,8 +2,8 @@
 
 DDP keeps a full copy of the parameters, gradients and AdamW moments on every GPU; FSDP2
 shards them over the ranks and all-gathers one block's parameters just before it runs. Every
-transformer block (:class:`~jepalab.models.layers.block.Block`, of the encoders and
-predictors) and ConvNeXt block is its own unit; the method is the root unit holding the
+repeated block of an encoder (:class:`~jepalab.models.encoder.Encoder` ``blocks``: transformer
+or ConvNeXt blocks) and of a predictor is its own unit; the method is the root unit holding the
 rest (embeddings, norms, mask tokens). The EMA target encoder is sharded exactly like the
 context encoder, so its update (``torch._foreach_lerp_``) pairs local shards with local
 shards and never communicates.
@@ -27,17 +27,18 @@ from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 from torch.optim import Optimizer
 
-from jepalab.models.convnext import ConvNeXtBlock
-from jepalab.models.layers.block import Block
+from jepalab.models.encoder import repeated_blocks
 
-SHARDED_BLOCKS: tuple[type[nn.Module], ...] = (Block, ConvNeXtBlock)
 # full (unsharded) tensors on the CPU of every rank; rank 0 writes them
 _FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
 def shard_method(method: nn.Module) -> nn.Module:
-    """Shard ``method`` in place: one FSDP unit per block, the method as the root unit."""
-    blocks = [m for m in method.modules() if isinstance(m, SHARDED_BLOCKS)]
+    """Shard ``method`` in place: one FSDP unit per block (the repeated blocks of every
+    encoder and predictor, :func:`~jepalab.models.encoder.repeated_blocks`), the method as
+    the root unit."""
+    found = {id(b): b for m in method.modules() for b in repeated_blocks(m)}
+    blocks = list(found.values())
     if not blocks:
         raise ValueError(
             f"trainer.strategy=fsdp found no transformer or ConvNeXt block in "
