@@ -115,9 +115,11 @@ def test_every_command_reports_user_errors_as_one_line(tmp_path, capfd):
         (["eval", "probe", f"ckpt={missing}"], str(missing)),
         (["eval", "probe", "ckpt=x", "linear.lrr=[0.1]"], "lrr"),
         (["eval", "surprise", "ckpt=x", "pairz=3"], "pairz"),
-        (["plan", str(missing)], str(missing)),
-        (["plan"], "checkpoint"),
-        (["plan", str(missing), "--planner", "adam"], "--planner"),
+        (["plan", f"ckpt={missing}"], str(missing)),
+        (["plan"], "ckpt"),
+        (["plan", f"ckpt={missing}", "planner=adam"], "planner"),
+        (["plan", str(missing)], f"ckpt={missing}"),  # the argparse style of earlier versions
+        (["plan", "ckpt=x", "--episodes", "3"], "episodes=..."),
     ]
     for args, named in cases:
         prog = " ".join(["jepalab", *args[: 2 if args[0] == "eval" and len(args) > 1 else 1]])
@@ -234,7 +236,7 @@ def _no_compute(*args, **kwargs):
     [
         (["eval", "probe", "ckpt={run}", "out={blocked}/probe.json"], (probe_cli, "load_run")),
         (["eval", "surprise", "ckpt={run}", "out={blocked}/s.json"], (surprise_cli, "load_run")),
-        (["plan", "{run}", "--out", "{blocked}/plan.json"], (plan_module, "load_action_model")),
+        (["plan", "ckpt={run}", "out={blocked}/plan.json"], (plan_module, "load_action_model")),
     ],
     ids=["probe", "surprise", "plan"],
 )
@@ -315,9 +317,9 @@ def test_plan_skips_a_damaged_newest_checkpoint_and_writes_per_policy(
     train += ["data.params.frame_skip=2", f"data.params.root={data}", f"run_dir={run}"]
     assert main([*train, "trainer.max_steps=2"]) == 0
     step, damaged = _damage_newest(run)
-    plan = ["plan", str(run), "--episodes", "1", "--samples", "8", "--elites", "2"]
-    plan += ["--iterations", "1", "--horizon", "2", "--max-steps", "2", "--no-progress"]
-    plan += ["--profile-pairs", "0", "--baselines"]
+    plan = ["plan", f"ckpt={run}", "episodes=1", "samples=8", "elites=2"]
+    plan += ["iterations=1", "horizon=2", "max_steps=2", "progress=false"]
+    plan += ["profile_pairs=0", "baselines=true"]
     capsys.readouterr()
     with caplog.at_level("WARNING"):
         assert main(plan) == 0

@@ -21,7 +21,7 @@ jepalab eval probe ckpt=RUN [key=value ...]
 jepalab eval surprise ckpt=RUN [key=value ...]
                                    intuitive-physics surprise on procedural possible /
                                    impossible clip pairs: pairwise accuracy, AUROC, plot
-jepalab plan RUN_DIR [--episodes N] [--planner cem|mppi] [--baselines] ...
+jepalab plan ckpt=RUN [key=value ...]   (e.g. episodes=20 planner=mppi baselines=true)
                                    plan with a trained action-conditioned model in Two-Rooms:
                                    success rate, distance to goal, planning time per step
 

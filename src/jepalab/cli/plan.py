@@ -1,9 +1,11 @@
 """``jepalab plan``: evaluate a trained action-conditioned model by planning in the
 embedded Two-Rooms environment.
 
-Each of ``--episodes`` seeded episodes starts in one room with the goal in the other; the
-planner (CEM or MPPI over the latent energy of :mod:`jepalab.planning.world_model`) sees only
-the current and the goal image, executes the first ``--execute`` planned actions and replans
+``jepalab plan ckpt=RUN [key=value ...]``, the argument style of ``jepalab train`` and
+``jepalab eval``. Each of ``episodes`` seeded episodes starts in one room with the goal in the
+other; the planner (CEM or MPPI over the latent energy of :mod:`jepalab.planning.world_model`)
+sees only the current and the goal image, executes the first ``execute`` planned actions and
+replans
 (MPC). Prints success rate, mean final distance to the goal and planning time per MPC step,
 optionally next to a random and a greedy ("walk straight at the goal") baseline; saves a
 picture of one episode with its planned and executed paths, and ``plan.json``.
@@ -16,20 +18,19 @@ used (a damaged newer one is skipped with a warning naming it).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
-import typing
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import MISSING
 
 from jepalab.checkpoint import resolve_checkpoint
-from jepalab.cli.args import ArgumentParser, check_output
+from jepalab.cli.args import check_output, parse_overrides
 from jepalab.data.trajectories import read_meta
 from jepalab.device import resolve_device
 from jepalab.envs import TwoRooms, TwoRoomsConfig, TwoRoomsEnv
@@ -71,7 +72,7 @@ def environment_config(run_config: dict) -> TwoRoomsConfig:
 class PlanSettings:
     """Planning-evaluation options (defaults: DINO-WM's CEM, full MPC)."""
 
-    checkpoint: str
+    ckpt: str = MISSING  # an action-conditioned run directory or checkpoint file
     episodes: int = 50
     seed: int = 1000  # episode i uses seed + i; far from the data-collection seed
     planner: str = "cem"  # cem | mppi
@@ -113,7 +114,7 @@ def build_planner(settings: PlanSettings, world_model: LatentWorldModel, bound: 
     elif settings.planner == "mppi":
         config = MPPIConfig(temperature=settings.temperature, **common)
     else:
-        raise ConfigError(f"--planner must be 'cem' or 'mppi', got {settings.planner!r}")
+        raise ConfigError(f"planner={settings.planner!r}: must be one of {list(PLANNERS)}")
     device = None if world_model.device.type == "cpu" else str(world_model.device)
     return EnergyPlanner(world_model.make_energy, config, 2, settings.seed, device)
 
@@ -123,17 +124,15 @@ def run(settings: PlanSettings) -> dict[str, Any]:
 
     Checks that the output files can be written before any compute; rewrites ``plan.json``
     after each policy."""
-    resolve_checkpoint(settings.checkpoint)  # a wrong path fails before outputs are made
-    run_dir = _run_dir(settings.checkpoint)
-    picture = check_output(settings.picture or run_dir / "plan_episode.png", "--picture FILE")
-    landscape = check_output(
-        settings.landscape or run_dir / "plan_landscape.png", "--landscape FILE"
-    )
-    out = check_output(settings.out or run_dir / "plan.json", "--out FILE")
+    resolve_checkpoint(settings.ckpt)  # a wrong path fails before outputs are made
+    run_dir = _run_dir(settings.ckpt)
+    picture = check_output(settings.picture or run_dir / "plan_episode.png", "picture=FILE")
+    landscape = check_output(settings.landscape or run_dir / "plan_landscape.png", "landscape=FILE")
+    out = check_output(settings.out or run_dir / "plan.json", "out=FILE")
     if settings.threads:
         torch.set_num_threads(settings.threads)
     device = resolve_device(settings.device)
-    method, run_config = load_action_model(settings.checkpoint, str(device))
+    method, run_config = load_action_model(settings.ckpt, str(device))
     params = run_config.get("data", {}).get("params", {})
     model_repeat = settings.action_repeat or int(params.get("frame_skip", 1))
     action_repeat = model_repeat * settings.hold  # env steps per planned action
@@ -245,11 +244,11 @@ def format_profile(profile: dict) -> str:
     )
 
 
-# what ``jepalab plan --help`` says of each option (the defaults come from PlanSettings)
+# what ``jepalab plan --help`` says of each key (the defaults come from PlanSettings)
 OPTION_HELP = {
     "episodes": "seeded episodes per policy (start and goal in different rooms)",
     "seed": "episode i uses seed + i (task and planner noise)",
-    "planner": "optimiser over action sequences",
+    "planner": "optimiser over action sequences: cem | mppi",
     "samples": "candidate action sequences per iteration",
     "elites": "CEM: best candidates the sampling distribution is refitted to",
     "iterations": "optimiser iterations per replanning step",
@@ -257,7 +256,7 @@ OPTION_HELP = {
     "momentum": "CEM: weight of the previous mean/std in each refit",
     "init_std": "initial sampling std per action dimension (default: half the action bound)",
     "temperature": "MPPI: softmax temperature over the candidates' energies",
-    "energy": "how the per-step latent distances to the goal become one score",
+    "energy": "how the per-step latent distances to the goal become one score: final | sum | min",
     "execute": "planned actions executed before replanning (1: full MPC)",
     "action_repeat": "env steps per model step (default: the data's frame_skip)",
     "hold": "model steps per planned action: the horizon looks hold times further ahead "
@@ -271,50 +270,66 @@ OPTION_HELP = {
     "out": "JSON summary (default: <run dir>/plan.json)",
     "device": "auto | cpu | cuda[:i]",
     "threads": "torch CPU threads (default: torch's)",
+    "baselines": "also evaluate a random and a greedy policy",
+    "progress": "a progress bar over the episodes of each policy",
 }
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except ``None`` ones, whose meaning the help text itself gives."""
+PROG = "jepalab plan"
+PLANNERS = ("cem", "mppi")
 
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default is None:
-            return action.help or ""
-        return super()._get_help_string(action)
+
+def usage() -> str:
+    """``jepalab plan --help``: every key, its default and what it does."""
+    defaults = {f.name: f.default for f in fields(PlanSettings)}
+    lines = [
+        f"usage: {PROG} ckpt=RUN_DIR_OR_CHECKPOINT [key=value ...]",
+        "",
+        "Plans with a trained action-conditioned model in the embedded Two-Rooms world (MPC):",
+        "success rate, final distance to the goal and planning time per step, optionally next",
+        "to a random and a greedy baseline; writes plan.json and two pictures by the run.",
+        "",
+        "keys (defaults):",
+        "  ckpt=???  an action-conditioned run directory (its newest readable checkpoint) or file",
+    ]
+    for name, text in OPTION_HELP.items():
+        lines.append(f"  {name}={defaults[name]}  {text}")
+    return "\n".join(lines)
+
+
+def check_settings(settings: PlanSettings) -> None:
+    """Names and counts, each error naming its key (before anything is loaded)."""
+    choices = {"planner": PLANNERS, "energy": ENERGIES}
+    for key, allowed in choices.items():
+        if getattr(settings, key) not in allowed:
+            raise ConfigError(f"{key}={getattr(settings, key)!r}: must be one of {list(allowed)}")
+    for key in ("episodes", "samples", "elites", "iterations", "horizon", "execute", "hold"):
+        if getattr(settings, key) < 1:
+            raise ConfigError(f"{key}={getattr(settings, key)}: must be >= 1")
 
 
 def parse_args(argv: Sequence[str]) -> PlanSettings:
-    parser = ArgumentParser(
-        prog="jepalab plan",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=_HelpFormatter,
-    )
-    parser.add_argument("checkpoint", help="action-conditioned run directory or checkpoint file")
-    hints = typing.get_type_hints(PlanSettings)
-    choices = {"planner": ("cem", "mppi"), "energy": ENERGIES}
-    for field in fields(PlanSettings):
-        if field.name in ("checkpoint", "baselines", "progress"):
-            continue
-        kind = [t for t in typing.get_args(hints[field.name]) if t is not type(None)]
-        parser.add_argument(
-            f"--{field.name.replace('_', '-')}",
-            type=kind[0] if kind else hints[field.name],
-            default=field.default,
-            choices=choices.get(field.name),
-            help=OPTION_HELP[field.name],
-        )
-    parser.add_argument(
-        "--baselines", action="store_true", help="also evaluate a random and a greedy policy"
-    )
-    parser.add_argument(
-        "--no-progress", dest="progress", action="store_false", help="no progress bars"
-    )
-    return PlanSettings(**vars(parser.parse_args(list(argv))))
+    """``key=value`` arguments (``ckpt=`` required) into :class:`PlanSettings`."""
+    for arg in argv:  # the argparse style of earlier versions: say what to type instead
+        if arg.startswith("--"):
+            key = arg[2:].split("=")[0].replace("-", "_")
+            hint = {"no_progress": "progress=false", "baselines": "baselines=true"}
+            raise ConfigError(
+                f"arguments are key=value: {hint.get(key, key + '=...')} instead of {arg}"
+            )
+        if "=" not in arg:
+            raise ConfigError(f"arguments are key=value: the run is ckpt={arg}")
+    settings = parse_overrides(list(argv), PlanSettings, PROG)
+    check_settings(settings)
+    return settings
 
 
 def main(argv: Sequence[str]) -> int:
+    if any(a in ("-h", "--help", "help") for a in argv):
+        print(usage())
+        return 0
     run(parse_args(argv))
     return 0
 
 
-__all__ = ["PlanSettings", "build_planner", "main", "run"]
+__all__ = ["PlanSettings", "build_planner", "check_settings", "main", "parse_args", "run"]
