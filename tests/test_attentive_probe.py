@@ -13,11 +13,11 @@ from jepalab.eval import (
     AttentivePooler,
     CrossAttentionBlock,
     ProbeResult,
-    extract_token_features,
     fit_attentive_probe,
     fit_linear_probe,
     format_table,
 )
+from jepalab.eval.features import extract_features
 
 
 @pytest.fixture(autouse=True)
@@ -154,17 +154,19 @@ class _TinyEncoder(nn.Module):
         return self.drop(self.embed(patches))
 
 
-def test_extract_token_features_runs_the_frozen_encoder_in_eval_mode():
+def test_extract_features_runs_the_frozen_encoder_in_eval_mode():
     encoder = _TinyEncoder().train()
     images, labels = torch.randn(10, 1, 8, 8), torch.arange(10) % 3
-    feats, ys = extract_token_features(encoder, TensorDataset(images, labels), batch_size=4)
-    assert feats.shape == (10, 4, 16) and feats.dtype == torch.float32
-    assert torch.equal(ys, labels)
+    data = TensorDataset(images, labels)
+    cached = extract_features(encoder, data, pooled=True, tokens=True, batch_size=4)
+    assert cached.tokens.shape == (10, 4, 16) and cached.tokens.dtype == torch.float32
+    assert torch.equal(cached.labels, labels)
     assert encoder.training  # mode restored
     with torch.no_grad():
-        torch.testing.assert_close(feats, encoder.eval()(images))
+        torch.testing.assert_close(cached.tokens, encoder.eval()(images))
+        torch.testing.assert_close(cached.pooled, encoder(images).mean(1))
     with pytest.raises(ValueError, match="tokens"):
-        extract_token_features(nn.Flatten(), TensorDataset(images, labels))
+        extract_features(nn.Flatten(), data)
 
 
 def test_format_table_shows_both_probe_kinds():

@@ -15,10 +15,10 @@ import torch
 
 from jepalab import create_encoder
 from jepalab.checkpoint import list_checkpoints
-from jepalab.cli.probe import extract
 from jepalab.cli.train import train
 from jepalab.data import VideoDataset
 from jepalab.data.sampling import ResumableBatchSampler
+from jepalab.eval.features import extract_features
 from jepalab.methods.build import build_experiment
 from jepalab.train import BadDataError, Trainer
 from jepalab.train.setup import build_trainer
@@ -226,7 +226,7 @@ def test_probe_features_of_a_video_folder_skip_and_count_broken_clips(tmp_path):
         depth=1,
         num_heads=2,
     ).eval()
-    features = extract(
+    features = extract_features(
         encoder,
         dataset,
         pooled=True,

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from jepalab.checkpoint import load_newest
 from jepalab.cli import main as cli_main
-from jepalab.cli.probe import ProbeArgs, extract, probe_splits, select_encoder
+from jepalab.cli.probe import ProbeArgs, probe_splits, select_encoder
 from jepalab.eval import (
     fit_knn_probe,
     fit_linear_sweep,
@@ -20,6 +20,7 @@ from jepalab.eval import (
     knn_predict,
     train_linear_heads,
 )
+from jepalab.eval.features import extract_features
 from jepalab.methods.build import build_experiment
 from jepalab.runs import load_run
 from jepalab.train.schedules import warmup_cosine
@@ -246,7 +247,7 @@ def test_context_and_target_encoders_differ_after_training(image_run, tmp_path):
     for choice in ("target", "context"):
         encoder = select_encoder(run.method, choice)
         options = dict(pooling="mean", batch_size=32, device=torch.device("cpu"), desc="")
-        cached = extract(encoder, dataset, pooled=True, tokens=False, progress=False, **options)
+        cached = extract_features(encoder, dataset, pooled=True, progress=False, **options)
         feats[choice] = cached.pooled
     assert (feats["target"] - feats["context"]).abs().max() > 1e-3
     assert select_encoder(run.method, "target") is run.method.target_encoder.module

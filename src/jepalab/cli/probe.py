@@ -32,20 +32,19 @@ from typing import Any
 
 import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
-from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch import nn
+from torch.utils.data import Dataset, Subset
 
 from jepalab.checkpoint import resolve_checkpoint
 from jepalab.cli.args import UsageError, check_output, describe_schema, parse_overrides
 from jepalab.data.build import build_dataset, unset_probe_keys
-from jepalab.data.collate import collate_readable
 from jepalab.device import resolve_device
 from jepalab.eval.attentive_probe import fit_attentive_sweep
+from jepalab.eval.features import CachedFeatures, extract_features
 from jepalab.eval.knn import KNN_KS, KNN_TEMPERATURE, fit_knn_probe
 from jepalab.eval.linear_probe import ProbeResult, fit_linear_probe, format_hparams
 from jepalab.eval.linear_sweep import LR_GRID, WEIGHT_DECAY_GRID, fit_linear_sweep
 from jepalab.models.build import build_encoder
-from jepalab.progress import progress_bar
 from jepalab.runs import LoadedRun, load_run
 
 log = logging.getLogger(__name__)
@@ -149,65 +148,6 @@ def check_args(args: ProbeArgs) -> None:
 
 
 # ----------------------------------------------------------------------------- features
-
-
-@dataclass
-class CachedFeatures:
-    """One encoder's features of one split, kept in memory for every probe (CPU, fp32)."""
-
-    pooled: Tensor | None  # (n, D): what linear / k-NN / L-BFGS read
-    tokens: Tensor | None  # (n, N, D): what the attentive probe reads
-    labels: Tensor  # (n,)
-
-
-def pool_tokens(tokens: Tensor, pooling: str) -> Tensor:
-    """``(B, N, D) -> (B, D)``: average (I-JEPA's linear probe) or max over tokens."""
-    return tokens.mean(1) if pooling == "mean" else tokens.amax(1)
-
-
-@torch.inference_mode()
-def extract(
-    encoder: nn.Module,
-    dataset: Dataset,
-    *,
-    raw_pixels: bool = False,
-    pooled: bool,
-    tokens: bool,
-    pooling: str,
-    batch_size: int,
-    device: torch.device,
-    desc: str,
-    progress: bool,
-) -> CachedFeatures:
-    """Run a labelled split through ``encoder`` (``(B, N, D)`` tokens) once, keeping the
-    pooled vectors and/or all tokens.
-
-    ``raw_pixels``: the raw-pixel baseline instead, with flattened pixels as the pooled vector
-    and the pixels cut into ``encoder``'s patch / tubelet grid (``encoder.patchify``) as tokens.
-    """
-    # unreadable samples (None; the dataset logs the file) are left out, as `jepalab train`'s
-    # probe does: the split's length minus the labels kept is their number
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_readable)
-    out: dict[str, list[Tensor]] = {"pooled": [], "tokens": [], "labels": []}
-    for batch in progress_bar(loader, desc=desc, enabled=progress, unit="batch", leave=False):
-        if batch is None:  # no sample of this batch could be read
-            continue
-        x, y = batch
-        x = x.to(device)
-        t = encoder.patchify(x) if raw_pixels else encoder(x)
-        if pooled:
-            p = x.flatten(1) if raw_pixels else pool_tokens(t, pooling)
-            out["pooled"].append(p.float().cpu())
-        if tokens:
-            out["tokens"].append(t.float().cpu())
-        out["labels"].append(torch.as_tensor(y).long())
-    if not out["labels"]:
-        raise UsageError(f"{PROG}: {desc}: no sample could be read (the warnings name the files)")
-    return CachedFeatures(
-        pooled=torch.cat(out["pooled"]) if pooled else None,
-        tokens=torch.cat(out["tokens"]) if tokens else None,
-        labels=torch.cat(out["labels"]),
-    )
 
 
 def capped(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
@@ -395,7 +335,7 @@ def probe_run(args: ProbeArgs, out: Path | None = None) -> dict[str, Any]:
     for name, (encoder, raw_pixels) in feature_sources(run, args, device).items():
         start = time.perf_counter()
         train, test = (
-            extract(
+            extract_features(
                 encoder,
                 splits[split],
                 raw_pixels=raw_pixels,

@@ -1,24 +1,22 @@
-"""Evaluations of frozen features."""
+"""Evaluations of frozen features: one feature extractor (:mod:`jepalab.eval.features`),
+linear (L-BFGS and SGD-sweep), k-NN and attentive probes, the surprise benchmark."""
 
 from jepalab.eval.attentive_probe import (
     AttentiveClassifier,
     AttentivePooler,
     CrossAttention,
     CrossAttentionBlock,
-    extract_token_features,
     fit_attentive_probe,
     fit_attentive_sweep,
     train_attentive_classifiers,
 )
+from jepalab.eval.features import CachedFeatures, extract_features, pool_tokens
 from jepalab.eval.knn import fit_knn_probe, knn_predict
 from jepalab.eval.linear_probe import (
     ProbeResult,
-    encoder_featurizer,
-    extract_features,
     fit_linear_probe,
     format_hparams,
     format_table,
-    pixel_featurizer,
 )
 from jepalab.eval.linear_sweep import (
     SweepResult,
@@ -39,6 +37,7 @@ from jepalab.eval.surprise import (
 )
 
 __all__ = [
+    "CachedFeatures",
     "AttentiveClassifier",
     "AttentivePooler",
     "CrossAttention",
@@ -48,10 +47,8 @@ __all__ = [
     "Windows",
     "auroc",
     "context_use",
-    "encoder_featurizer",
     "event_windows",
     "extract_features",
-    "extract_token_features",
     "fit_attentive_probe",
     "fit_attentive_sweep",
     "fit_knn_probe",
@@ -61,8 +58,8 @@ __all__ = [
     "format_table",
     "head_accuracies",
     "knn_predict",
+    "pool_tokens",
     "pairwise_accuracy",
-    "pixel_featurizer",
     "sliding_windows",
     "surprise_curves",
     "surprise_metrics",

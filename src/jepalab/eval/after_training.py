@@ -12,13 +12,8 @@ from torch import nn
 from jepalab.config import Config, to_plain
 from jepalab.data.build import build_dataset
 from jepalab.eval.attentive_probe import fit_attentive_probe
-from jepalab.eval.linear_probe import (
-    ProbeResult,
-    encoder_featurizer,
-    extract_features,
-    fit_linear_probe,
-    pixel_featurizer,
-)
+from jepalab.eval.features import extract_features
+from jepalab.eval.linear_probe import ProbeResult, fit_linear_probe
 from jepalab.models.build import build_encoder
 
 log = logging.getLogger(__name__)
@@ -33,7 +28,8 @@ def probe(
 
     ``eval.probe=linear``: logistic regression on average-pooled features (I-JEPA).
     ``eval.probe=attentive``: V-JEPA's attentive probe on all tokens; raw pixels enter as the
-    encoder's own patch/tubelet grid of pixel tokens.
+    encoder's own patch/tubelet grid of pixel tokens. Features come from
+    :func:`~jepalab.eval.features.extract_features`, as for ``jepalab eval probe``.
 
     Returns the results by features and, per split, ``{"samples": probed, "skipped":
     unreadable}`` (unreadable files are logged by name and left out).
@@ -41,46 +37,48 @@ def probe(
     sets = {split: build_dataset(cfg.data, **to_plain(cfg.data.probe[split])) for split in SPLITS}
     torch.manual_seed(cfg.trainer.seed + 1)
     random_encoder = build_encoder(cfg.encoder).to(device)
-    batch_size = cfg.eval.batch_size
-    if cfg.eval.probe == "linear":
-        candidates = {
-            "raw pixels": pixel_featurizer,
-            "random-init encoder": encoder_featurizer(random_encoder),
-            "trained encoder": encoder_featurizer(encoder),
-        }
+    linear = cfg.eval.probe == "linear"  # pooled features; attentive: all tokens
+    candidates = {  # (encoder, raw pixels in its patch / tubelet grid)
+        "raw pixels": (encoder, True),
+        "random-init encoder": (random_encoder, False),
+        "trained encoder": (encoder, False),
+    }
 
-        def fit(train_xy, test_xy):
+    def fit(train_xy, test_xy):
+        if linear:
             return fit_linear_probe(train_xy, test_xy, seed=cfg.trainer.seed)
+        return fit_attentive_probe(
+            train_xy,
+            test_xy,
+            num_heads=cfg.eval.attentive_heads,
+            depth=cfg.eval.attentive_depth,
+            epochs=cfg.eval.attentive_epochs,
+            batch_size=cfg.eval.attentive_batch_size,
+            lr_grid=tuple(cfg.eval.attentive_lr),
+            weight_decay_grid=tuple(cfg.eval.attentive_weight_decay),
+            seed=cfg.trainer.seed,
+            device=device,
+        )
 
-    else:
-        candidates = {
-            "raw pixels": pixel_tokens(encoder),
-            "random-init encoder": random_encoder.eval(),
-            "trained encoder": encoder.eval(),
-        }
-
-        def fit(train_xy, test_xy):
-            return fit_attentive_probe(
-                train_xy,
-                test_xy,
-                num_heads=cfg.eval.attentive_heads,
-                depth=cfg.eval.attentive_depth,
-                epochs=cfg.eval.attentive_epochs,
-                batch_size=cfg.eval.attentive_batch_size,
-                lr_grid=tuple(cfg.eval.attentive_lr),
-                weight_decay_grid=tuple(cfg.eval.attentive_weight_decay),
-                seed=cfg.trainer.seed,
-                device=device,
-            )
-
-    results = {}
-    for name, featurize in candidates.items():
+    results, probed = {}, {}
+    for name, (model, raw_pixels) in candidates.items():
         log.info("probe: %s", name)
-        xy = {
-            split: extract_features(featurize, sets[split], batch_size, device) for split in SPLITS
-        }
+        xy = {}
+        for split in SPLITS:
+            features = extract_features(
+                model,
+                sets[split],
+                raw_pixels=raw_pixels,
+                pooled=linear,
+                tokens=not linear,
+                batch_size=cfg.eval.batch_size,
+                device=device,
+                desc=f"probe {split} split",
+            )
+            xy[split] = (features.pooled if linear else features.tokens, features.labels)
+            probed[split] = len(features.labels)
         results[name] = fit(xy["train"], xy["test"])
-    return results, probe_split_counts(sets, {split: len(xy[split][1]) for split in SPLITS})
+    return results, probe_split_counts(sets, probed)
 
 
 SPLITS = ("train", "test")
@@ -103,9 +101,4 @@ def probe_split_counts(sets: dict[str, Any], probed: dict[str, int]) -> dict[str
     return counts
 
 
-def pixel_tokens(encoder: nn.Module):
-    """Raw pixels cut into ``encoder``'s patch (or tubelet) grid: ``x -> (B, N, pixels)``."""
-    return encoder.patchify
-
-
-__all__ = ["PROBES", "SPLITS", "pixel_tokens", "probe", "probe_split_counts"]
+__all__ = ["PROBES", "SPLITS", "probe", "probe_split_counts"]

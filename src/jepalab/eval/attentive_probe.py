@@ -22,9 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
-from jepalab.eval.linear_probe import ProbeResult, extract_features, standardise
+from jepalab.eval.linear_probe import ProbeResult, standardise
 from jepalab.eval.linear_sweep import SweepResult, checked_split, validation_split
 from jepalab.kernels.attention import attention
 from jepalab.models.layers import Block, init_transformer_weights
@@ -184,32 +183,6 @@ class AttentiveClassifier(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         return self.linear(self.pooler(tokens)[:, 0])
-
-
-@torch.no_grad()
-def extract_token_features(
-    encoder: nn.Module,
-    dataset: Dataset,
-    batch_size: int = 256,
-    device: torch.device | str = "cpu",
-) -> tuple[Tensor, Tensor]:
-    """Frozen patch tokens of a labelled dataset: ``(features (n, N, D) float32, labels (n,))``.
-
-    ``encoder(images)`` must return ``(B, N, D)``; it runs in eval mode, and its training
-    mode is restored afterwards.
-    """
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        feats, labels = extract_features(encoder, dataset, batch_size, device)
-    finally:
-        encoder.train(was_training)
-    if feats.ndim != 3:
-        raise ValueError(
-            f"the encoder returned features of shape {feats.shape[1:]} per sample; the "
-            "attentive probe needs (N, D) tokens (use extract_features for pooled features)"
-        )
-    return torch.from_numpy(feats), torch.from_numpy(labels).long()
 
 
 def train_attentive_classifiers(
@@ -375,7 +348,6 @@ __all__ = [
     "AttentivePooler",
     "CrossAttention",
     "CrossAttentionBlock",
-    "extract_token_features",
     "fit_attentive_probe",
     "fit_attentive_sweep",
     "train_attentive_classifiers",

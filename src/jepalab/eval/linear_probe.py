@@ -3,59 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
-
-from jepalab.data.collate import collate_readable
-from jepalab.errors import DataError
+from torch import Tensor
 
 log = logging.getLogger(__name__)
-
-
-@torch.no_grad()
-def extract_features(
-    featurize: Callable[[Tensor], Tensor],
-    dataset: Dataset,
-    batch_size: int = 256,
-    device: torch.device | str = "cpu",
-) -> tuple[np.ndarray, np.ndarray]:
-    """Run ``featurize`` over a labelled dataset; returns ``(features (n, D), labels (n,))``.
-
-    Samples that cannot be read (the dataset returns ``None`` and logs the file) are left
-    out, not replaced as in training (a split's samples count once each): ``n`` is
-    ``len(dataset)`` minus their number.
-    """
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_readable)
-    feats, labels = [], []
-    for batch in loader:
-        if batch is None:  # no sample of this batch could be read
-            continue
-        images, y = batch
-        feats.append(featurize(images.to(device)).float().cpu())
-        labels.append(torch.as_tensor(y))
-    if not labels:
-        raise DataError(
-            f"none of the {len(loader.dataset)} samples of the probe split could be read; "  # type: ignore[arg-type]
-            "see the warnings above for the files"
-        )
-    return torch.cat(feats).numpy(), torch.cat(labels).numpy()
-
-
-def encoder_featurizer(encoder: nn.Module) -> Callable[[Tensor], Tensor]:
-    """Average-pooled final patch features of an encoder, in eval mode: ``(B, D)``."""
-    encoder.eval()
-    return lambda images: encoder(images).mean(dim=1)
-
-
-def pixel_featurizer(images: Tensor) -> Tensor:
-    """Raw pixels as features: ``(B, C*H*W)``."""
-    return images.flatten(1)
 
 
 @dataclass
