@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from jepalab.eval.seeds import format_seed_table, group_seeds, interval, ranking, t_quantile_975
 from jepalab.eval.summary import (
     find_runs,
     flatten,
@@ -146,3 +147,80 @@ def test_a_real_hydra_multirun_end_to_end(tmp_path):
     assert [row["mask.num_targets"] for row in table["rows"]] == [1, 3]
     assert all(row["step"] == 3 and row["loss"] > 0 for row in table["rows"])
     assert script.main([str(tmp_path / "nothing")]) == 2
+
+
+# --- seeds and intervals (issue 26 point 4) ----------------------------------------------
+
+
+def seeded_sweep(root: Path, accuracies: dict[int, list[float]]) -> Path:
+    """Runs ``num_targets × seed`` with the given probe accuracy per seed, as a multirun."""
+    job = 0
+    for targets, per_seed in accuracies.items():
+        for seed, acc in enumerate(per_seed):
+            config = base_config(targets, 5e-4)
+            config["trainer"]["seed"] = seed
+            probe = {"trained encoder": {"test_accuracy": acc}}
+            write_run(root / str(job), config, [{"step": 20, "loss": 0.1 + acc}], probe)
+            job += 1
+    return root
+
+
+def test_t_quantiles_and_the_interval_formula():
+    assert t_quantile_975(2) == 4.303 and t_quantile_975(30) == 2.042
+    assert t_quantile_975(1000) == pytest.approx(1.9623, abs=1e-3)  # tables: 1.962
+    assert t_quantile_975(60) == pytest.approx(2.000, abs=2e-3)  # tables: 2.000
+    with pytest.raises(ValueError, match="at least 2 values"):
+        t_quantile_975(0)
+    ci = interval([0.5, 0.6, 0.7])  # mean 0.6, s = 0.1, n = 3
+    assert ci.mean == pytest.approx(0.6)
+    assert ci.half_width == pytest.approx(4.303 * 0.1 / 3**0.5)
+    assert str(ci) == "0.6 ± 0.2484"
+    one = interval([0.4])
+    assert one.mean == 0.4 and str(one) == "0.4 (1 seed)"
+
+
+def test_seeds_group_into_one_point_per_setting(tmp_path):
+    root = seeded_sweep(tmp_path / "m", {1: [0.50, 0.52, 0.54], 4: [0.30, 0.31, 0.32]})
+    summary = summarize(root)
+    assert summary.config_columns == ["mask.num_targets", "trainer.seed"]
+    groups = group_seeds(summary)
+    assert [g.setting for g in groups] == [{"mask.num_targets": 1}, {"mask.num_targets": 4}]
+    assert [g.seeds for g in groups] == [[0, 1, 2], [0, 1, 2]]
+    acc = groups[0].metrics["probe/trained encoder"]
+    assert acc.mean == pytest.approx(0.52) and acc.values == [0.50, 0.52, 0.54]
+    assert acc.half_width == pytest.approx(4.303 * 0.02 / 3**0.5)
+    table = format_seed_table(groups, ["probe/trained encoder"]).splitlines()
+    assert table[0] == "| mask.num_targets | seeds | probe/trained encoder |"
+    assert table[2] == "| 1 | 3 | 0.52 ± 0.0497 |"
+
+
+def test_a_ranking_is_reproduced_only_when_the_intervals_separate(tmp_path):
+    apart = group_seeds(
+        summarize(seeded_sweep(tmp_path / "a", {1: [0.3, 0.31, 0.32], 4: [0.5, 0.52, 0.54]}))
+    )
+    text = ranking(apart, "probe/trained encoder")
+    assert text.startswith("mask.num_targets=4 [0.52 ± ") and " > mask.num_targets=1 [" in text
+    overlap = group_seeds(
+        summarize(seeded_sweep(tmp_path / "b", {1: [0.3, 0.5, 0.4], 4: [0.35, 0.55, 0.45]}))
+    )
+    text = ranking(overlap, "probe/trained encoder")
+    assert " ≈ " in text and ">" not in text.replace("->", "")
+    # lower is better: the lower loss comes first
+    assert ranking(apart, "loss", higher_is_better=False).startswith("mask.num_targets=1 ")
+    with pytest.raises(ValueError, match="no group has the metric 'nope'"):
+        ranking(apart, "nope")
+
+
+def test_the_script_prints_intervals_and_the_ranking(tmp_path, capsys):
+    root = seeded_sweep(tmp_path / "m", {1: [0.3, 0.31, 0.32], 4: [0.5, 0.52, 0.54]})
+    script = load_script()
+    assert script.main([str(root), "--seeds", "--rank", "probe/trained encoder"]) == 0
+    out = capsys.readouterr().out
+    assert "| mask.num_targets | seeds | loss | probe/trained encoder |" in out
+    assert "ranking: mask.num_targets=4 [0.52 ± 0.0497] > mask.num_targets=1" in out
+    assert script.main([str(root), "--seeds", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data[1]["metrics"]["probe/trained encoder"]["values"] == [0.5, 0.52, 0.54]
+    assert data[1]["seeds"] == [0, 1, 2] and len(data[1]["runs"]) == 3
+    assert script.main([str(root), "--rank", "loss"]) == 2
+    assert "--rank needs --seeds" in capsys.readouterr().err

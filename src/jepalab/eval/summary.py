@@ -192,7 +192,7 @@ def summarize(
     return summary
 
 
-def _cell(value: Any) -> str:
+def format_value(value: Any) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
@@ -200,7 +200,7 @@ def _cell(value: Any) -> str:
             return f"{value:.3g}"
         return f"{value:.4f}".rstrip("0").rstrip(".") if value != int(value) else f"{value:g}"
     if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_cell(v) for v in value) + "]"
+        return "[" + ",".join(format_value(v) for v in value) + "]"
     return str(value)
 
 
@@ -212,7 +212,7 @@ def format_markdown(summary: Summary) -> str:
         "| " + " | ".join(columns) + " |",
         "|" + "|".join("---" for _ in columns) + "|",
     ]
-    lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join(format_value(row[c]) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
 
 
