@@ -8,10 +8,16 @@ from jepalab.masks.multiblock3d import (
     BlockSpec,
     MultiBlock3DMaskGenerator,
 )
+from jepalab.masks.strategies import (
+    BlockMaskGenerator,
+    RandomMaskGenerator,
+    RasterizedMaskGenerator,
+)
 
 __all__ = [
     "LONG_RANGE",
     "SHORT_RANGE",
+    "BlockMaskGenerator",
     "BlockSpec",
     "MaskBatch",
     "MaskCollator",
@@ -19,4 +25,6 @@ __all__ = [
     "MaskedBatch",
     "MultiBlock3DMaskGenerator",
     "MultiBlockMaskGenerator",
+    "RandomMaskGenerator",
+    "RasterizedMaskGenerator",
 ]

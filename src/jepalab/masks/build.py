@@ -1,5 +1,6 @@
 """Mask generators from the ``mask.*`` config section: I-JEPA's 2-D multi-block masks
-(``mask=multiblock``) and V-JEPA's 3-D ones (``mask=multiblock3d``)."""
+(``mask=multiblock``), the strategies of its Table 6 (``mask=rasterized|block|random``) and
+V-JEPA's 3-D ones (``mask=multiblock3d``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ from jepalab.config import MaskConfig
 from jepalab.masks.collator import MaskGenerator
 from jepalab.masks.multiblock import MultiBlockMaskGenerator
 from jepalab.masks.multiblock3d import BlockSpec, MultiBlock3DMaskGenerator
+from jepalab.masks.strategies import (
+    BlockMaskGenerator,
+    RandomMaskGenerator,
+    RasterizedMaskGenerator,
+)
 from jepalab.registry import Registry
 
 # mask.name -> a builder ``(cfg, grid_size) -> MaskGenerator``
@@ -63,4 +69,48 @@ def build_multiblock(cfg: MaskConfig, grid_size: tuple[int, ...]) -> MaskGenerat
     )
 
 
-__all__ = ["MASKS", "build_mask_generator", "build_multiblock", "build_multiblock3d"]
+def _fixed_targets(cfg: MaskConfig, count: int) -> None:
+    if cfg.num_targets != count:
+        raise ValueError(
+            f"mask.name={cfg.name} has {count} target(s) per sample by definition "
+            f"(I-JEPA Table 6), got mask.num_targets={cfg.num_targets}"
+        )
+
+
+@MASKS.register("rasterized")
+def build_rasterized(cfg: MaskConfig, grid_size: tuple[int, ...]) -> MaskGenerator:
+    """I-JEPA Table 6 "rasterized": one quadrant predicts the other three."""
+    _fixed_targets(cfg, 3)
+    return RasterizedMaskGenerator(grid_size)
+
+
+@MASKS.register("block")
+def build_block(cfg: MaskConfig, grid_size: tuple[int, ...]) -> MaskGenerator:
+    """I-JEPA Table 6 "block": one large target block, its complement the context."""
+    return BlockMaskGenerator(
+        grid_size,
+        target_scale=tuple(cfg.target_scale),
+        aspect_ratio=tuple(cfg.aspect_ratio),
+        num_targets=cfg.num_targets,
+        min_keep=cfg.min_keep,
+    )
+
+
+@MASKS.register("random")
+def build_random(cfg: MaskConfig, grid_size: tuple[int, ...]) -> MaskGenerator:
+    """I-JEPA Table 6 "random": random patches are the target, the rest the context."""
+    _fixed_targets(cfg, 1)
+    return RandomMaskGenerator(
+        grid_size, target_scale=tuple(cfg.target_scale), min_keep=cfg.min_keep
+    )
+
+
+__all__ = [
+    "MASKS",
+    "build_block",
+    "build_mask_generator",
+    "build_multiblock",
+    "build_multiblock3d",
+    "build_random",
+    "build_rasterized",
+]
