@@ -122,6 +122,11 @@ class MethodConfig:
     loss_exp: float = 1.0  # exponent p of the l1 loss |d|^p / p (V-JEPA loss_exp)
     ema: list[float] = field(default_factory=lambda: [0.996, 1.0])  # I-JEPA momentum schedule
     target_layers: int = 1  # targets: 1 = last layer (paper) | L = mean of last L (ViT only)
+    # V-JEPA 2.1's dense predictive loss (docs/dense_loss.md; off by default):
+    dense_levels: int = 1  # encoder blocks supervised side by side (2.1: 4) | 1 = last only
+    context_loss_weight: float = 0.0  # λ of the context-token loss (2.1: 0.5) | 0 = off
+    context_loss_ramp: list[int] = field(default_factory=lambda: [0, 0])  # λ from 0, steps
+    context_loss_distance_weighting: bool = False  # 1/sqrt(distance to the masked region)
     # anti-collapse (jepalab.methods.regularizers; docs/regularizers.md):
     target: str = "ema"  # ema (I-JEPA/V-JEPA) | online: the context encoder, no gradient
     regularizer: str = "none"  # none | sigreg (LeJEPA) | vicreg (variance + covariance terms)

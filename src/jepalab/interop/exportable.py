@@ -108,6 +108,14 @@ def check_exportable(view: Mapping[str, Any], layout: OfficialLayout) -> None:
                 f"cannot export the {role} to {layout.name}: it is a {cls.rsplit('.', 1)[-1]}, "
                 "and the official code builds Vision Transformers only"
             )
+        if role == "predictor" and (
+            int(kwargs.get("levels", 1)) > 1 or kwargs.get("predict_context", False)
+        ):
+            raise CheckpointError(
+                f"cannot export the predictor to {layout.name}: it is V-JEPA 2.1's dense "
+                "predictor (several encoder levels or a context head), which the "
+                f"{layout.name} code does not build"
+            )
         _check_positions(role, spec, layout)
         heads = kwargs.get("num_heads")
         if role != "predictor":

@@ -47,6 +47,8 @@ class MaskBatch:
             in the step's whole global batch (over every process and accumulation step), the
             denominators of a token-mean loss whose parts are computed on parts of the batch;
             ``None``: this batch is the whole batch.
+        global_context_counts: the same for the context tokens of :meth:`context_copies`
+            (V-JEPA 2.1's dense loss predicts them too).
     """
 
     context: Ragged
@@ -55,6 +57,7 @@ class MaskBatch:
     num_contexts: int = 1
     mask_ids: torch.Tensor | None = None
     global_target_counts: torch.Tensor | None = None
+    global_context_counts: torch.Tensor | None = None
 
     @property
     def num_mask_configs(self) -> int:
@@ -76,10 +79,32 @@ class MaskBatch:
             0, config.to(lengths.device), lengths
         )
 
+    def context_copies(self) -> Ragged:
+        """The context of every target sequence, in target order: sequence ``s`` is context
+        ``s // (M / K)`` (the predictor's ``[context, targets]`` sequences; a context with
+        ``r`` target blocks appears ``r`` times)."""
+        num_seqs, num_ctx = self.targets.num_seqs, self.context.num_seqs
+        source = torch.arange(num_seqs, device=self.context.offsets.device)
+        return self.context.select_seqs(source // (num_seqs // num_ctx))
+
+    def context_counts(self) -> torch.Tensor:
+        """``(num_mask_configs,)`` int64: tokens of :meth:`context_copies` per configuration."""
+        lengths = self.context_copies().lengths
+        config = self.target_mask_ids()
+        if config is None:
+            return lengths.sum().reshape(1)
+        return torch.zeros(self.num_mask_configs, dtype=torch.long).index_add_(
+            0, config.to(lengths.device), lengths
+        )
+
     def with_global_counts(self) -> MaskBatch:
-        """This batch, recording its own target counts as the global ones (call it on the
-        masks of the whole global batch before :meth:`select_samples`)."""
-        return dataclasses.replace(self, global_target_counts=self.target_counts())
+        """This batch, recording its own target (and context) counts as the global ones
+        (call it on the masks of the whole global batch before :meth:`select_samples`)."""
+        return dataclasses.replace(
+            self,
+            global_target_counts=self.target_counts(),
+            global_context_counts=self.context_counts(),
+        )
 
     def select_samples(self, rows: Sequence[int]) -> MaskBatch:
         """The masks of samples ``rows`` (in that order), keeping the global counts."""
@@ -102,6 +127,7 @@ class MaskBatch:
             self.num_contexts,
             move(self.mask_ids),
             move(self.global_target_counts),
+            move(self.global_context_counts),
         )
 
 

@@ -86,8 +86,14 @@ def build_masked_method(cfg: Config) -> tuple[IJEPA, MaskGenerator]:
         )
     encoder = build_encoder(cfg.encoder)
     masks = build_mask_generator(cfg.mask, encoder.grid_size)
+    dense = {}  # V-JEPA 2.1: a wider predictor with a context head
+    if cfg.method.dense_levels > 1 or cfg.method.context_loss_weight > 0:
+        dense = {
+            "levels": cfg.method.dense_levels,
+            "predict_context": cfg.method.context_loss_weight > 0,
+        }
     predictor = build_predictor(
-        cfg.predictor, encoder, cfg.encoder.attn_backend, masks.num_mask_tokens
+        cfg.predictor, encoder, cfg.encoder.attn_backend, masks.num_mask_tokens, **dense
     )
     method = MASKED_METHODS[cfg.method.name](
         encoder,
@@ -97,6 +103,10 @@ def build_masked_method(cfg: Config) -> tuple[IJEPA, MaskGenerator]:
         loss_exp=cfg.method.loss_exp,
         target=cfg.method.target,
         target_layers=cfg.method.target_layers,
+        dense_levels=cfg.method.dense_levels,
+        context_loss_weight=cfg.method.context_loss_weight,
+        context_loss_ramp=tuple(cfg.method.context_loss_ramp),
+        context_loss_distance_weighting=cfg.method.context_loss_distance_weighting,
         **regularization(cfg),
     )
     return method, masks

@@ -11,6 +11,11 @@ tokens of all blocks.
 The same objective, with 3-D masks and an L1 loss, is V-JEPA (:mod:`jepalab.methods.vjepa`):
 :class:`IJEPA` is written for any number of contexts and mask configurations per sample.
 
+V-JEPA 2.1's dense predictive loss (facebookresearch/vjepa2, ``app/vjepa_2_1/train.py``) is
+an option: ``dense_levels`` encoder blocks supervised side by side, and the predictor's
+predictions of the context tokens themselves added with weight ``context_loss_weight``
+(:mod:`jepalab.methods.dense`).
+
 Alternative anti-collapse mechanism (LeJEPA, Balestriero & LeCun 2025): ``target="online"``
 takes the targets from the context encoder itself (no EMA), and a regulariser
 (:mod:`jepalab.methods.regularizers`: SIGReg or VICReg's variance/covariance terms) of the
@@ -27,8 +32,11 @@ from torch import Tensor, nn
 
 from jepalab.masks.collator import MaskedBatch
 from jepalab.methods.base import Method, MethodOutput, MonitorInputs
+from jepalab.methods.dense import context_distance_weights, ramped_weight
 from jepalab.methods.regularizers import REGULARIZE_ON, pooled
 from jepalab.models.ema import EMATarget, OnlineTarget, ema_momentum
+from jepalab.models.vit import distillation_levels
+from jepalab.ragged import Ragged
 from jepalab.specs import records_arguments
 
 LOSSES = ("smooth_l1", "l1", "mse")
@@ -92,6 +100,17 @@ class IJEPA(Method):
         target_layers: ``1``: targets are the target encoder's last layer (the paper);
             ``L > 1``: the mean of its last ``L`` blocks' layer-normed outputs (needs an
             encoder whose forward takes ``last_layers``, e.g. the ViT).
+        dense_levels: V-JEPA 2.1's deep supervision: ``1`` (V-JEPA) or the number of
+            encoder blocks (:func:`~jepalab.models.vit.distillation_levels`) whose
+            layer-normed outputs are the targets and the predictor's input, side by side;
+            the predictor must be built with ``levels=dense_levels``.
+        context_loss_weight: ``λ`` of V-JEPA 2.1's context loss, ``loss_pred + λ_t *
+            loss_context`` (0: off; V-JEPA 2.1: 0.5); the predictor must be built with
+            ``predict_context=True``.
+        context_loss_ramp: steps ``(start, end)`` over which ``λ_t`` rises from 0 to ``λ``
+            (V-JEPA 2.1: 15000, 30000; ``(0, 0)``: constant).
+        context_loss_distance_weighting: weight each context token's error by ``1 /
+            sqrt(distance to the nearest predicted token)`` (V-JEPA 2.1's pretraining).
     """
 
     def __init__(
@@ -106,8 +125,17 @@ class IJEPA(Method):
         regularizer_weight: float = 0.0,
         regularize_on: str = "pooled",
         target_layers: int = 1,
+        dense_levels: int = 1,
+        context_loss_weight: float = 0.0,
+        context_loss_ramp: tuple[int, int] = (0, 0),
+        context_loss_distance_weighting: bool = False,
     ) -> None:
         super().__init__()
+        self.levels = _check_dense(
+            encoder, predictor, dense_levels, context_loss_weight, context_loss_ramp
+        )
+        if self.levels is not None and target_layers > 1:
+            raise ValueError("method.target_layers and method.dense_levels cannot be combined")
         if target_layers < 1:
             raise ValueError(f"method.target_layers must be >= 1, got {target_layers}")
         if target_layers > 1 and "last_layers" not in inspect.signature(encoder.forward).parameters:
@@ -142,6 +170,9 @@ class IJEPA(Method):
         self.regularizer_weight = float(regularizer_weight)
         self.regularize_on = regularize_on
         self.target_layers = int(target_layers)
+        self.context_loss_weight = float(context_loss_weight)
+        self.context_loss_ramp = (int(context_loss_ramp[0]), int(context_loss_ramp[1]))
+        self.context_loss_distance_weighting = bool(context_loss_distance_weighting)
 
     @property
     def eval_encoder(self) -> nn.Module:
@@ -153,7 +184,24 @@ class IJEPA(Method):
         its last :attr:`target_layers` layers)."""
         if self.target_layers > 1:
             return self.target_encoder(images, last_layers=self.target_layers)
+        if self.levels is not None:
+            return self.target_encoder(images, levels=self.levels)
         return self.target_encoder(images)
+
+    def _normalize(self, features: Tensor) -> Tensor:
+        """Layer norm without affine per token, per level when there are several (V-JEPA
+        2.1 normalises each level's chunk of the concatenated target)."""
+        d = features.shape[-1]
+        if self.levels is None:
+            return F.layer_norm(features, (d,))
+        chunks = features.reshape(-1, len(self.levels), d // len(self.levels))
+        return F.layer_norm(chunks, chunks.shape[-1:]).reshape(-1, d)
+
+    def _last_level(self, features: Tensor) -> Tensor:
+        """The encoder's own output out of multi-level features (the last chunk)."""
+        if self.levels is None:
+            return features
+        return features[..., -(features.shape[-1] // len(self.levels)) :]
 
     @torch.no_grad()
     def targets(self, batch: MaskedBatch, features: Tensor | None = None) -> Tensor:
@@ -167,7 +215,7 @@ class IJEPA(Method):
         b, n, d = features.shape
         index = masks.targets.flat_index(n, seqs_per_row=masks.num_targets)
         # LayerNorm is per token, so normalising only the gathered targets is identical.
-        return F.layer_norm(features.reshape(b * n, d)[index], (d,))
+        return self._normalize(features.reshape(b * n, d)[index])
 
     def loss(self, prediction: Tensor, target: Tensor, batch: MaskedBatch) -> Tensor:
         """Mean token loss within each mask configuration, then mean over configurations.
@@ -185,18 +233,38 @@ class IJEPA(Method):
             prediction, target.to(prediction.dtype), self.loss_name, self.loss_exp
         )
         masks = batch.masks
-        num = masks.num_mask_configs
-        config_of_seq = masks.target_mask_ids()
-        if config_of_seq is None:
-            sums = per_token.sum().reshape(1)
-        else:
-            config = config_of_seq.repeat_interleave(masks.targets.lengths)
-            sums = per_token.new_zeros(num).index_add_(0, config, per_token)
         counts = masks.global_target_counts
         if counts is None:
             counts = masks.target_counts()
-        counts = counts.to(device=per_token.device, dtype=per_token.dtype).clamp_min(1)
-        return (sums / counts).mean()
+        return _config_mean(per_token, masks.targets, masks.target_mask_ids(), counts)
+
+    def context_loss(
+        self, prediction: Tensor, features: Tensor, batch: MaskedBatch, metrics: dict
+    ) -> Tensor:
+        """V-JEPA 2.1's ``λ_t * loss_context``: the loss of the predictor's context-token
+        predictions (``(Tp, W)``, :meth:`MaskedPredictor.forward_dense`) against the target
+        encoder's features at those tokens, optionally distance-weighted, normalised as
+        :meth:`loss` (per mask configuration, over the global batch)."""
+        masks = batch.masks
+        copies = masks.context_copies()
+        b, n, d = features.shape
+        index = copies.flat_index(n, seqs_per_row=masks.num_targets)
+        target = self._normalize(features.reshape(b * n, d)[index])
+        per_token = token_loss(
+            prediction, target.to(prediction.dtype), self.loss_name, self.loss_exp
+        )
+        if self.context_loss_distance_weighting:
+            grid = tuple(self.context_encoder.grid_size)
+            weights = context_distance_weights(copies, masks.targets, grid)
+            per_token = per_token * weights.to(per_token)
+        counts = masks.global_context_counts
+        if counts is None:
+            counts = masks.context_counts()
+        value = _config_mean(per_token, copies, masks.target_mask_ids(), counts)
+        lam = ramped_weight(int(batch.step or 0), self.context_loss_weight, self.context_loss_ramp)
+        metrics["context_loss"] = value.detach() / batch.fraction
+        metrics["context_loss_weight"] = lam
+        return lam * value
 
     def forward(self, batch: MaskedBatch) -> MethodOutput:
         masks = batch.masks
@@ -204,8 +272,14 @@ class IJEPA(Method):
             raise ValueError(f"{type(self).__name__} needs masked batches; use a MaskCollator")
         features = self.target_features(batch.images)
         target = self.targets(batch, features)
-        context = self.context_encoder(batch.images, keep=masks.context)
-        prediction = self.predictor(context, masks.context, masks.targets, masks.target_mask_ids())
+        levels = {} if self.levels is None else {"levels": self.levels}
+        context = self.context_encoder(batch.images, keep=masks.context, **levels)
+        inputs = (context, masks.context, masks.targets, masks.target_mask_ids())
+        context_prediction = None
+        if self.context_loss_weight > 0:
+            prediction, context_prediction = self.predictor.forward_dense(*inputs)
+        else:
+            prediction = self.predictor(*inputs)
         loss = self.loss(prediction, target, batch)
         num_samples = batch.images.shape[0]
         metrics = {
@@ -215,6 +289,9 @@ class IJEPA(Method):
             "pred_std": prediction.detach().float().std(0).mean(),
             "target_std": target.float().std(0).mean(),
         }
+        if context_prediction is not None:
+            metrics["masked_loss"] = loss.detach() / batch.fraction
+            loss = loss + self.context_loss(context_prediction, features, batch, metrics)
         if self.regularizer is not None:
             loss = self.regularize(loss, context, batch, metrics)
         return MethodOutput(
@@ -236,7 +313,7 @@ class IJEPA(Method):
         regulariser's value is already that of all processes' samples together (it reduces
         its statistics over ranks), so its share is ``batch.fraction`` of it per process and
         accumulation step."""
-        z = context
+        z = self._last_level(context)
         if self.regularize_on == "pooled":
             ctx = batch.masks.context
             z = pooled(context, ctx.seq_ids().to(context.device), ctx.num_seqs)
@@ -259,6 +336,7 @@ class IJEPA(Method):
         else:
             groups = config_of_seq.repeat_interleave(masks.targets.lengths)
             names = tuple(f"mask{i}" for i in range(masks.num_mask_configs))
+        features = self._last_level(features)
         return MonitorInputs(
             embeddings=features.mean(dim=1),
             tokens=features,
@@ -274,3 +352,51 @@ class IJEPA(Method):
         momentum = ema_momentum(step, total_steps, *self.ema)
         self.target_encoder.update(self.context_encoder, momentum)
         return {"momentum": momentum}
+
+
+def _config_mean(
+    per_token: Tensor, seqs: Ragged, config_of_seq: Tensor | None, counts: Tensor
+) -> Tensor:
+    """Token losses summed per mask configuration, divided by that configuration's (global)
+    token count, then averaged over configurations."""
+    if config_of_seq is None:
+        sums = per_token.sum().reshape(1)
+    else:
+        config = config_of_seq.to(per_token.device).repeat_interleave(
+            seqs.lengths.to(per_token.device)
+        )
+        sums = per_token.new_zeros(counts.numel()).index_add_(0, config, per_token)
+    counts = counts.to(device=per_token.device, dtype=per_token.dtype).clamp_min(1)
+    return (sums / counts).mean()
+
+
+def _check_dense(
+    encoder: nn.Module,
+    predictor: nn.Module,
+    dense_levels: int,
+    context_loss_weight: float,
+    context_loss_ramp: tuple[int, int],
+) -> list[int] | None:
+    """The encoder blocks of V-JEPA 2.1's deep supervision (``None``: one level), after
+    checking that the encoder and predictor were built for the options."""
+    ramped_weight(0, context_loss_weight, context_loss_ramp)  # checks the ramp
+    if context_loss_weight < 0:
+        raise ValueError(f"method.context_loss_weight must be >= 0, got {context_loss_weight}")
+    if context_loss_weight > 0 and getattr(predictor, "predictor_proj_context", None) is None:
+        raise ValueError(
+            "method.context_loss_weight > 0 needs a predictor with a context head "
+            "(predict_context=True)"
+        )
+    if getattr(predictor, "levels", 1) != dense_levels:
+        raise ValueError(
+            f"method.dense_levels={dense_levels} but the predictor was built for "
+            f"{getattr(predictor, 'levels', 1)} level(s)"
+        )
+    if dense_levels == 1:
+        return None
+    if "levels" not in inspect.signature(encoder.forward).parameters:
+        raise ValueError(
+            f"method.dense_levels={dense_levels} needs an encoder that returns several blocks' "
+            f"outputs (the ViT); {type(encoder).__name__} cannot"
+        )
+    return distillation_levels(len(encoder.blocks), dense_levels)

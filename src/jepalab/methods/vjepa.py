@@ -33,6 +33,8 @@ class VJEPA(IJEPA):
         target, regularizer, regularizer_weight, regularize_on: the alternative
             anti-collapse mechanism, as in :class:`~jepalab.methods.ijepa.IJEPA`.
         target_layers: average of the target encoder's last layers, as in ``IJEPA``.
+        dense_levels, context_loss_weight, context_loss_ramp, context_loss_distance_weighting:
+            V-JEPA 2.1's dense predictive loss, as in ``IJEPA`` (off by default).
     """
 
     def __init__(
@@ -47,6 +49,10 @@ class VJEPA(IJEPA):
         regularizer_weight: float = 0.0,
         regularize_on: str = "pooled",
         target_layers: int = 1,
+        dense_levels: int = 1,
+        context_loss_weight: float = 0.0,
+        context_loss_ramp: tuple[int, int] = (0, 0),
+        context_loss_distance_weighting: bool = False,
     ) -> None:
         super().__init__(
             encoder,
@@ -59,4 +65,8 @@ class VJEPA(IJEPA):
             regularizer_weight=regularizer_weight,
             regularize_on=regularize_on,
             target_layers=target_layers,
+            dense_levels=dense_levels,
+            context_loss_weight=context_loss_weight,
+            context_loss_ramp=context_loss_ramp,
+            context_loss_distance_weighting=context_loss_distance_weighting,
         )

@@ -82,8 +82,10 @@ def build_predictor(
     encoder: nn.Module,
     attn_backend: str = "auto",
     num_mask_tokens: int = 1,
+    **extra: Any,
 ) -> nn.Module:
-    """The predictor for ``encoder``'s token grid, width and positional scheme."""
+    """The predictor for ``encoder``'s token grid, width and positional scheme; ``extra``:
+    further constructor arguments (V-JEPA 2.1's ``levels``, ``predict_context``)."""
     return create_predictor(
         cfg.name,
         grid_size=encoder.grid_size,
@@ -95,6 +97,7 @@ def build_predictor(
         attn_backend=attn_backend,
         num_mask_tokens=num_mask_tokens,
         **predictor_positions(cfg.pos_embed, encoder),
+        **extra,
     )
 
 

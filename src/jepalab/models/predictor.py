@@ -46,6 +46,11 @@ class MaskedPredictor(nn.Module):
         num_heads: attention heads (I-JEPA uses the encoder's).
         num_mask_tokens: learnable mask tokens, one per mask configuration (V-JEPA: 2).
         pos_embed: ``"sincos"`` or ``"rope"``.
+        levels: encoder levels in the features (V-JEPA 2.1, ``levels_predictor``): inputs
+            and predictions are ``levels * encoder_dim`` wide, the input projection an MLP
+            ``Linear -> GELU -> Linear`` through ``encoder_dim`` (its ``predictor_embed``).
+        predict_context: also predict the context tokens' features through a second head,
+            ``predictor_proj_context`` (V-JEPA 2.1's dense loss; :meth:`forward_dense`).
     """
 
     def __init__(
@@ -64,8 +69,12 @@ class MaskedPredictor(nn.Module):
         num_mask_tokens: int = 1,
         pos_embed: str = "sincos",
         rope_reference_layout: bool = False,
+        levels: int = 1,
+        predict_context: bool = False,
     ) -> None:
         super().__init__()
+        if levels < 1:
+            raise ValueError(f"predictor levels must be >= 1, got {levels}")
         if pos_embed not in ("sincos", "rope"):
             raise ValueError(f"predictor pos_embed={pos_embed!r} is not 'sincos' or 'rope'")
         if num_mask_tokens < 1:
@@ -73,7 +82,12 @@ class MaskedPredictor(nn.Module):
         self.grid_size = tuple(int(s) for s in grid_size)
         self.num_patches = math.prod(self.grid_size)
         self.encoder_dim, self.embed_dim = encoder_dim, embed_dim
-        self.predictor_embed = nn.Linear(encoder_dim, embed_dim)
+        self.levels, width = int(levels), int(levels) * encoder_dim
+        self.predictor_embed: nn.Module = nn.Linear(encoder_dim, embed_dim)
+        if levels > 1:  # V-JEPA 2.1 predictor.py: Linear(4D, D), GELU, Linear(D, pred_dim)
+            self.predictor_embed = nn.Sequential(
+                nn.Linear(width, encoder_dim), nn.GELU(), nn.Linear(encoder_dim, embed_dim)
+            )
         self.mask_tokens = nn.Parameter(torch.zeros(num_mask_tokens, embed_dim))
         self.rope: GridRoPE | None = None
         if pos_embed == "sincos":
@@ -90,7 +104,8 @@ class MaskedPredictor(nn.Module):
             for rate in rates
         )
         self.predictor_norm = nn.LayerNorm(embed_dim, eps=norm_eps)
-        self.predictor_proj = nn.Linear(embed_dim, encoder_dim)
+        self.predictor_proj = nn.Linear(embed_dim, width)
+        self.predictor_proj_context = nn.Linear(embed_dim, width) if predict_context else None
         init_transformer_weights(self, self.predictor_blocks, init_std)
         nn.init.trunc_normal_(self.mask_tokens, std=init_std)
 
@@ -120,8 +135,42 @@ class MaskedPredictor(nn.Module):
             mask_ids: ``(S,)`` which mask token each target sequence uses (default 0).
 
         Returns:
-            ``(Tt, encoder_dim)`` predictions packed in ``targets.values`` order.
+            ``(Tt, levels * encoder_dim)`` predictions packed in ``targets.values`` order.
         """
+        x, _, tgt_dst = self._run(context_features, context, targets, mask_ids)
+        return self.predictor_proj(self.predictor_norm(x[tgt_dst]))
+
+    def forward_dense(
+        self,
+        context_features: Tensor,
+        context: Ragged,
+        targets: Ragged,
+        mask_ids: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """V-JEPA 2.1's predictor with ``return_all_tokens``: the target predictions of
+        :meth:`forward` and predictions of the context tokens' own features.
+
+        Returns:
+            ``(Tt, W)`` target predictions and ``(Tp, W)`` context predictions, ``W = levels
+            * encoder_dim``: for every target sequence ``s`` in order, the tokens of its
+            context ``s // r`` in ``context`` order (a context predicted alongside ``r``
+            target blocks appears ``r`` times, each copy from its own sequence).
+        """
+        if self.predictor_proj_context is None:
+            raise ValueError("this predictor was built without predict_context=True")
+        x, ctx_dst, tgt_dst = self._run(context_features, context, targets, mask_ids)
+        x = self.predictor_norm(x)
+        return self.predictor_proj(x[tgt_dst]), self.predictor_proj_context(x[ctx_dst])
+
+    def _run(
+        self,
+        context_features: Tensor,
+        context: Ragged,
+        targets: Ragged,
+        mask_ids: Tensor | None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The blocks over every packed ``[context, targets]`` sequence; returns their output
+        and where the context and target tokens are in it."""
         num_ctx, num_seqs = context.num_seqs, targets.num_seqs
         if num_ctx == 0 or num_seqs % num_ctx:
             raise ValueError(
@@ -159,7 +208,7 @@ class MaskedPredictor(nn.Module):
         layout = VarlenLayout(offsets, int((ctx_len + tgt_len).max()))
         for blk in self.predictor_blocks:
             x = blk(x, layout, rope)
-        return self.predictor_proj(self.predictor_norm(x[tgt_dst]))
+        return x, ctx_dst, tgt_dst
 
 
 @register_predictor

@@ -14,6 +14,9 @@ computed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
@@ -124,7 +127,13 @@ class VisionTransformer(nn.Module):
         """Raw pixels in the token grid: ``(B, N, C * [t *] p * p)``, token order."""
         return self.patch_embed.patchify(x)
 
-    def forward(self, x: Tensor, keep: Ragged | None = None, last_layers: int = 1) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        keep: Ragged | None = None,
+        last_layers: int = 1,
+        levels: Sequence[int] | None = None,
+    ) -> Tensor:
         """Encode images or clips.
 
         Args:
@@ -135,6 +144,11 @@ class VisionTransformer(nn.Module):
             last_layers: ``1``: the final (normed) features; ``L > 1``: the mean of the last
                 ``L`` blocks' outputs, each layer-normed without affine (data2vec's targets,
                 Baevski et al. 2022, Sec. 3.3; an I-JEPA target ablation).
+            levels: block indices (:func:`distillation_levels`) whose outputs are returned
+                side by side, ``(..., len(levels) * D)``: V-JEPA 2.1's multi-level features.
+                Each is layer-normed; the last block through the encoder's own final norm,
+                the others without affine (V-JEPA 2.1 gives each a learnable LayerNorm,
+                ``norms_block``; here they have no parameters, so checkpoints keep their keys).
 
         Returns:
             ``(B, N, D)`` features of all tokens when ``keep`` is None, else ``(T, D)``
@@ -142,6 +156,12 @@ class VisionTransformer(nn.Module):
         """
         if not 1 <= last_layers <= len(self.blocks):
             raise ValueError(f"last_layers={last_layers} must be in 1..{len(self.blocks)}")
+        if levels is not None and (
+            not levels or min(levels) < 0 or max(levels) >= len(self.blocks)
+        ):
+            raise ValueError(
+                f"levels={list(levels)} must be block indices in 0..{len(self.blocks) - 1}"
+            )
         tokens = self.tokens(x)
         layout, index = None, None
         if keep is not None:
@@ -158,6 +178,8 @@ class VisionTransformer(nn.Module):
         rope = None if self.rope is None else self.rope(index)
         first_averaged = len(self.blocks) - last_layers
         average = None
+        wanted = set(levels or ())
+        outputs: list[Tensor] = []
         for i, blk in enumerate(self.blocks):
             if self.grad_checkpointing and self.training:
                 tokens = checkpoint(blk, tokens, layout, rope, use_reentrant=False)
@@ -166,6 +188,13 @@ class VisionTransformer(nn.Module):
             if last_layers > 1 and i >= first_averaged:
                 normed = F.layer_norm(tokens, (self.embed_dim,))
                 average = normed if average is None else average + normed
+            if i in wanted:
+                last = i == len(self.blocks) - 1
+                outputs.append(
+                    self.norm(tokens) if last else F.layer_norm(tokens, (self.embed_dim,))
+                )
+        if levels is not None:
+            return torch.cat(outputs, dim=-1)
         if average is not None:
             return average / last_layers
         return self.norm(tokens)
@@ -173,6 +202,23 @@ class VisionTransformer(nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:
         """``(B, N, D)`` features of every patch (timm-style name)."""
         return self.forward(x)
+
+
+# V-JEPA 2.1's encoder levels for 4 outputs (vision_transformer.py, VisionTransformer.__init__)
+_LEVEL_TABLE = {(12, 4): (2, 5, 8, 11), (24, 4): (5, 11, 17, 23), (40, 4): (9, 19, 29, 39),
+                (48, 4): (11, 23, 37, 47)}  # fmt: skip
+
+
+def distillation_levels(depth: int, count: int) -> list[int]:
+    """The ``count`` blocks whose outputs V-JEPA 2.1 supervises (``n_output_distillation``):
+    its table where it has one (depth 12, 24, 40, 48 with 4 levels), else ``count`` evenly
+    spaced blocks ending with the last, ``(k + 1) * depth // count - 1``, which is the table's
+    rule for 12, 24 and 40."""
+    if not 1 <= count <= depth:
+        raise ValueError(f"method.dense_levels={count} must be in 1..{depth} (the encoder depth)")
+    if (depth, count) in _LEVEL_TABLE:
+        return list(_LEVEL_TABLE[depth, count])
+    return [(k + 1) * depth // count - 1 for k in range(count)]
 
 
 # ViT sizes (Dosovitskiy et al. 2021, Tab. 1; Touvron et al. 2021 for tiny/small; giant as
@@ -206,4 +252,4 @@ for _size in VIT_SIZES:
     for _patch in (14, 16):
         _register_vit(_size, _patch)
 
-__all__ = ["POS_EMBEDS", "VIT_SIZES", "VisionTransformer"]
+__all__ = ["POS_EMBEDS", "VIT_SIZES", "VisionTransformer", "distillation_levels"]
