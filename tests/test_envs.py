@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from jepalab.envs import TwoRooms, TwoRoomsConfig, TwoRoomsEnv
+from jepalab.envs.protocol import INFO_KEYS, PlanningEnv
 
 WORLD = TwoRooms()
 C = WORLD.config
@@ -82,8 +83,25 @@ def test_tasks_put_start_and_goal_in_different_rooms_and_the_env_reports_success
         assert WORLD.room_of(info["position"]) != WORLD.room_of(info["goal"])
         assert WORLD.is_free(info["position"]) and WORLD.is_free(info["goal"])
     env.reset(seed=0, start=np.array([20.0, 40.0]), goal=np.array([22.0, 40.0]))
-    _, success, done, info = env.step(np.array([2.0, 0.0]))
-    assert success and done and info["distance"] < C.success_radius
+    _, reward, terminated, truncated, info = env.step(np.array([2.0, 0.0]))
+    assert terminated and info["success"] and reward == 1.0 and not truncated
+    assert info["distance"] < C.success_radius
+
+
+def test_two_rooms_is_a_planning_env_with_gymnasium_signatures():
+    """The protocol of the planning loop: reset(seed, options), the 5-tuple step, render and
+    render_goal, info with state, goal_state, distance, success; truncated at max_steps."""
+    env = TwoRoomsEnv(TwoRoomsConfig(max_steps=3))
+    assert isinstance(env, PlanningEnv) and env.max_steps == 3
+    start, goal = np.array([10.0, 40.0]), np.array([50.0, 40.0])
+    frame, info = env.reset(seed=1, options={"start": start, "goal": goal})
+    assert set(INFO_KEYS) <= set(info) and not info["success"]
+    np.testing.assert_array_equal(info["state"], start)
+    np.testing.assert_array_equal(info["goal_state"], goal)
+    np.testing.assert_array_equal(frame, env.render())
+    np.testing.assert_array_equal(env.render_goal(), WORLD.render(goal))
+    outcomes = [env.step(np.array([0.0, 0.0]))[1:4] for _ in range(3)]
+    assert outcomes == [(0.0, False, False), (0.0, False, False), (0.0, False, True)]
 
 
 def test_a_wall_outside_the_arena_is_a_clear_error():

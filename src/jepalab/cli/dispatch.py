@@ -8,6 +8,9 @@ jepalab collect [--out DIR] [--episodes N] [--length T] [--seed S]
                 [--door-start-fraction F] [--overwrite]
                                    random-walk Two-Rooms episodes as a trajectory dataset
                                    (default: data/two_rooms, 1000 episodes of 32 frames)
+jepalab collect --env ID [--policy random|expert|weak] [--size PX] ...
+                                   episodes of a Gymnasium env with pixels, e.g. stable-
+                                   worldmodel's swm/TwoRoom-v1, swm/PushT-v1 (jepalab[envs])
 jepalab convert-trajectories SRC.npz DEST [--fps F] [--overwrite]
                                    stacked arrays (frames, actions[, states]) -> a trajectory
                                    dataset (format: docs/trajectories.md)
@@ -113,25 +116,51 @@ def _collect(args: Sequence[str]) -> int:
     from jepalab.envs.collect import DOOR_START_FRACTION, collect_two_rooms
 
     parser = ArgumentParser(
-        prog="jepalab collect", description="Collect random-walk Two-Rooms episodes."
+        prog="jepalab collect",
+        description="Collect episodes as a trajectory dataset: random-walk Two-Rooms (ours), "
+        "or any Gymnasium environment with pixels (--env, e.g. swm/TwoRoom-v1, swm/PushT-v1).",
     )
-    parser.add_argument("--out", default="data/two_rooms", help="output directory")
-    parser.add_argument("--episodes", type=int, default=1000)
-    parser.add_argument("--length", type=int, default=32, help="frames per episode")
+    parser.add_argument("--env", default=None, help="a Gymnasium id (default: our Two-Rooms)")
+    parser.add_argument(
+        "--policy", default="random", help="with --env: random | expert | weak (default random)"
+    )
+    parser.add_argument("--size", type=int, default=64, help="with --env: frame side in pixels")
+    parser.add_argument("--out", default=None, help="output directory")
+    parser.add_argument("--episodes", type=int, default=None, help="default 1000 (--env: 100)")
+    parser.add_argument(
+        "--length", type=int, default=None, help="frames per episode (default 32; --env: 100)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--door-start-fraction",
         type=float,
         default=DOOR_START_FRACTION,
-        help="share of episodes started next to the door (default %(default)s)",
+        help="Two-Rooms: share of episodes started next to the door (default %(default)s)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     parser.add_argument("--no-progress", action="store_true", help="no progress output")
     opts = parser.parse_args(args)
+    if opts.env is not None:
+        from jepalab.envs.gym_collect import collect_gymnasium
+
+        name = opts.env.replace("/", "_")
+        root = collect_gymnasium(
+            opts.out or f"data/{name}",
+            opts.env,
+            policy=opts.policy,
+            num_episodes=opts.episodes or 100,
+            episode_length=opts.length or 100,
+            seed=opts.seed,
+            image_size=opts.size,
+            overwrite=opts.overwrite,
+            progress=not opts.no_progress,
+        )
+        print(f"jepalab collect: {describe(root)}")
+        return 0
     root = collect_two_rooms(
-        opts.out,
-        num_episodes=opts.episodes,
-        episode_length=opts.length,
+        opts.out or "data/two_rooms",
+        num_episodes=opts.episodes or 1000,
+        episode_length=opts.length or 32,
         seed=opts.seed,
         door_start_fraction=opts.door_start_fraction,
         overwrite=opts.overwrite,

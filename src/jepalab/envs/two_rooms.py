@@ -223,9 +223,11 @@ def _interval_times(
 
 
 class TwoRoomsEnv:
-    """One episode at a time, gym style: ``reset(seed) -> obs, info``; ``step(a) -> obs,
-    success, done, info``. ``info`` holds the true ``position`` and ``goal`` (for evaluation
-    only: a planner sees the observation and the goal image)."""
+    """One episode at a time, a :class:`~jepalab.envs.protocol.PlanningEnv`: Gymnasium's
+    ``reset(seed, options) -> frame, info`` and ``step(a) -> frame, reward, terminated,
+    truncated, info``, plus :meth:`render_goal`. ``info`` holds the true ``state`` (the
+    position; also as ``position``), ``goal_state`` (also ``goal``), ``distance`` in pixels
+    and ``success`` (for evaluation only: a planner sees the frames)."""
 
     def __init__(self, config: TwoRoomsConfig | None = None) -> None:
         self.world = TwoRooms(config)
@@ -234,12 +236,23 @@ class TwoRoomsEnv:
         self.goal = np.zeros(2)
         self.steps = 0
 
+    @property
+    def max_steps(self) -> int:
+        return self.config.max_steps
+
     def reset(
         self,
         seed: int | None = None,
         start: np.ndarray | None = None,
         goal: np.ndarray | None = None,
+        *,
+        options: dict | None = None,
     ) -> tuple[np.ndarray, dict]:
+        """A task drawn from ``seed``; ``start``/``goal`` (or ``options["start"]``,
+        ``options["goal"]``) fix it."""
+        options = options or {}
+        start = options.get("start") if start is None else start
+        goal = options.get("goal") if goal is None else goal
         rng = np.random.default_rng(seed)
         task_start, task_goal = self.world.sample_task(rng)
         self.position = np.asarray(task_start if start is None else start, dtype=np.float64)
@@ -253,13 +266,24 @@ class TwoRoomsEnv:
     def goal_observation(self) -> np.ndarray:
         return self.world.render(self.goal)
 
+    render = observation
+    render_goal = goal_observation
+
     def info(self) -> dict:
         distance = float(np.linalg.norm(self.position - self.goal))
-        return {"position": self.position.copy(), "goal": self.goal.copy(), "distance": distance}
+        success = bool(self.world.is_success(self.position, self.goal))
+        return {
+            "state": self.position.copy(),
+            "goal_state": self.goal.copy(),
+            "distance": distance,
+            "success": success,
+            "position": self.position.copy(),
+            "goal": self.goal.copy(),
+        }
 
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, bool, bool, dict]:
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         self.position = self.world.step(self.position, action)
         self.steps += 1
-        success = bool(self.world.is_success(self.position, self.goal))
-        done = success or self.steps >= self.config.max_steps
-        return self.observation(), success, done, self.info()
+        info = self.info()
+        truncated = not info["success"] and self.steps >= self.config.max_steps
+        return self.observation(), float(info["success"]), info["success"], truncated, info

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from jepalab.envs.two_rooms import TwoRoomsEnv
+from jepalab.envs.protocol import PlanningEnv, check_info
 from jepalab.planning.base import PlanResult
 from jepalab.progress import progress_bar
 
@@ -49,25 +49,30 @@ class EpisodeResult:
     """One episode of the MPC loop.
 
     Attributes:
-        success: the agent came within ``success_radius`` of the goal.
-        final_distance: Euclidean distance to the goal at the end, in pixels.
+        success: the environment reported success (``terminated``) at some step.
+        final_distance: the environment's distance to the goal at the end (Two-Rooms: pixels).
         steps: environment steps taken.
-        positions: ``(steps + 1, 2)`` true positions, the start included.
-        plans: ``(position (2,), planned actions (H, A))`` at every replanning step.
+        states: ``(steps + 1, S)`` true states (Two-Rooms: positions), the start included.
+        plans: ``(state, planned actions (H, A))`` at every replanning step.
         plan_seconds: wall-clock time of every planner call.
-        start, goal: ``(2,)`` the task.
+        start, goal: the task's states.
         action_repeat: environment steps per planned action (to redraw the plans).
     """
 
     success: bool
     final_distance: float
     steps: int
-    positions: np.ndarray
+    states: np.ndarray
     plans: list[tuple[np.ndarray, np.ndarray]] = field(repr=False)
     plan_seconds: list[float] = field(repr=False)
     start: np.ndarray
     goal: np.ndarray
     action_repeat: int = 1
+
+    @property
+    def positions(self) -> np.ndarray:
+        """Two-Rooms' name for :attr:`states`."""
+        return self.states
 
 
 def shift_warm_start(actions: Tensor, executed: int, fill: WarmStart = "last") -> Tensor | None:
@@ -102,7 +107,7 @@ def _env_actions(actions: np.ndarray, action_repeat: int) -> Iterator[np.ndarray
 
 
 def run_episode(
-    env: TwoRoomsEnv,
+    env: PlanningEnv,
     planner: Planner,
     *,
     execute: int = 1,
@@ -116,14 +121,15 @@ def run_episode(
     """Plan, execute the first ``execute`` actions, replan, until success or out of steps.
 
     Args:
-        env: the environment; reset here with ``seed`` (and ``start``/``goal`` if given).
+        env: a :class:`~jepalab.envs.protocol.PlanningEnv`; reset here with ``seed`` (and
+            ``start``/``goal`` states as ``options`` if given).
         planner: see :class:`Planner`; reseeded with ``seed`` if it has ``reset``. If it has
             an ``action_repeat`` attribute, it must equal ``action_repeat``.
         execute: planned actions executed before replanning (1 = full MPC).
         action_repeat: environment steps per planned action.
-        max_steps: budget of environment steps; default ``env.config.max_steps``.
+        max_steps: budget of environment steps; default ``env.max_steps``.
         seed: episode seed (task and planner noise).
-        start, goal: ``(2,)`` fixed task instead of a sampled one.
+        start, goal: a fixed task instead of a sampled one.
         warm_start: how the next plan is initialised, see :func:`shift_warm_start`.
 
     Returns:
@@ -133,7 +139,7 @@ def run_episode(
         raise ValueError(f"execute must be >= 1, got {execute}")
     if action_repeat < 1:
         raise ValueError(f"action_repeat must be >= 1, got {action_repeat}")
-    budget = env.config.max_steps if max_steps is None else max_steps
+    budget = env.max_steps if max_steps is None else max_steps
     if budget < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     planned_repeat = getattr(planner, "action_repeat", action_repeat)
@@ -144,37 +150,40 @@ def run_episode(
         )
     if seed is not None and hasattr(planner, "reset"):
         planner.reset(seed)
-    obs, info = env.reset(seed=seed, start=start, goal=goal)
-    goal_obs = env.goal_observation()
-    positions, plans, plan_seconds = [info["position"]], [], []
-    success = bool(env.world.is_success(info["position"], info["goal"]))
+    options = {k: v for k, v in (("start", start), ("goal", goal)) if v is not None}
+    obs, info = env.reset(seed=seed, options=options or None)
+    check_info(info, f"{type(env).__name__}.reset")
+    goal_obs = env.render_goal()
+    states, plans, plan_seconds = [np.asarray(info["state"])], [], []
+    success = bool(info["success"])
     warm = None
-    while not success and len(positions) <= budget:
+    while not success and len(states) <= budget:
         plan, actions, seconds = _call_planner(planner, obs, goal_obs, warm, info)
-        plans.append((info["position"], actions))
+        plans.append((np.asarray(info["state"]), actions))
         plan_seconds.append(seconds)
         executed = min(execute, len(actions))
         for a in _env_actions(actions[:executed], action_repeat):
-            obs, success, _, info = env.step(a)
-            positions.append(info["position"])
-            if success or len(positions) > budget:
+            obs, _, terminated, _, info = env.step(a)
+            states.append(np.asarray(info["state"]))
+            success = bool(terminated or info["success"])
+            if success or len(states) > budget:
                 break
         warm = shift_warm_start(plan.actions, executed, warm_start)
     return EpisodeResult(
         success=success,
-        final_distance=info["distance"],
-        steps=len(positions) - 1,
-        positions=np.stack(positions),
+        final_distance=float(info["distance"]),
+        steps=len(states) - 1,
+        states=np.stack(states),
         plans=plans,
         plan_seconds=plan_seconds,
-        start=positions[0],
-        goal=info["goal"],
+        start=states[0],
+        goal=np.asarray(info["goal_state"]),
         action_repeat=action_repeat,
     )
 
 
 def evaluate(
-    env: TwoRoomsEnv | Callable[[], TwoRoomsEnv],
+    env: PlanningEnv | Callable[[], PlanningEnv],
     planner: Planner,
     episodes: int,
     seed: int = 0,
@@ -202,7 +211,8 @@ def evaluate(
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    env = env if isinstance(env, TwoRoomsEnv) else env()
+    if isinstance(env, type) or not isinstance(env, PlanningEnv):  # a class or a factory
+        env = env()
     results: list[EpisodeResult] = []
     bar = progress_bar(total=episodes, desc=progress, enabled=progress is not None, unit="episode")
     with bar:

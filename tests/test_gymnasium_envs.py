@@ -1,0 +1,149 @@
+"""stable-worldmodel's environments through jepalab: the Gymnasium adapter is a planning
+environment, `jepalab collect --env` writes trajectories that put the real environment back
+in every recorded state, and bad input ends in one line."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jepalab.data.trajectories import read_episode, read_meta
+from jepalab.envs import PlanningEnv
+from jepalab.envs.gym_collect import collect_gymnasium
+from jepalab.envs.gymnasium import EnvError, GymnasiumEnv
+from jepalab.planning.base import PlanResult
+from jepalab.planning.mpc import run_episode
+
+TWO_ROOM, PUSH_T = "swm/TwoRoom-v1", "swm/PushT-v1"
+
+
+@pytest.fixture(scope="module")
+def tworoom_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("swm") / "tworoom"
+    collect_gymnasium(root, TWO_ROOM, "expert", num_episodes=3, episode_length=40, progress=False)
+    return root
+
+
+def test_the_adapter_is_a_planning_env_that_sets_states_and_goals():
+    env = GymnasiumEnv(TWO_ROOM, image_size=32)
+    assert isinstance(env, PlanningEnv) and env.max_steps == 50
+    start, goal = np.array([60.0, 150.0]), np.array([170.0, 60.0])
+    frame, info = env.reset(seed=0, options={"start": start, "goal": goal})
+    assert frame.shape == (32, 32, 3) and frame.dtype == np.uint8
+    np.testing.assert_array_equal(info["state"], start)
+    np.testing.assert_array_equal(info["goal_state"], goal)
+    assert info["distance"] == pytest.approx(np.linalg.norm(goal - start)) and not info["success"]
+    assert env.unwrapped.target_position.tolist() == goal.tolist()  # their success test's goal
+    # the goal frame is the environment rendered in the goal state
+    frame_at_goal, info = env.reset(seed=0, options={"start": goal, "goal": goal})
+    np.testing.assert_array_equal(env.render_goal(), frame_at_goal)
+    assert info["success"]
+    assert not np.array_equal(env.render_goal(), frame)
+
+
+class _StraightToGoal:
+    """Privileged: one action toward the goal state, as the loop's baselines are."""
+
+    privileged = True
+
+    def __call__(self, observation, goal_observation, warm_start, *, info):
+        import torch
+
+        direction = np.asarray(info["goal_state"]) - np.asarray(info["state"])
+        action = np.clip(direction / 10.0, -1, 1)
+        actions = torch.as_tensor(action, dtype=torch.float32).reshape(1, -1)
+        return PlanResult(actions, float("nan"), actions, torch.zeros_like(actions))
+
+
+def test_the_planning_loop_runs_in_stable_worldmodels_tworoom():
+    env = GymnasiumEnv(TWO_ROOM)
+    start, goal = np.array([40.0, 40.0]), np.array([80.0, 90.0])  # the same room
+    result = run_episode(env, _StraightToGoal(), start=start, goal=goal, max_steps=50)
+    assert result.success and result.final_distance < 16.0  # their terminated: < 16 px
+    assert result.states.shape == (result.steps + 1, 2)
+    np.testing.assert_array_equal(result.start, start)
+
+
+def test_collected_episodes_restore_the_environment_exactly(tworoom_data):
+    """The dataset holds what the swm protocol needs: from any recorded state, the recorded
+    actions lead the real environment through the recorded states (open-loop replay)."""
+    meta = read_meta(tworoom_data)
+    assert meta["source"]["env"] == TWO_ROOM and meta["source"]["policy"] == "expert"
+    assert meta["num_episodes"] == 3
+    ep = read_episode(tworoom_data, 1)
+    assert ep.frames.shape == (40, 64, 64, 3) and ep.states.shape == (40, 2)
+    assert ep.actions.shape == (39, 2) and np.abs(ep.actions).max() <= 1.0
+    env = GymnasiumEnv(TWO_ROOM)
+    _, info = env.reset(seed=7, options={"start": ep.states[5], "goal": ep.states[30]})
+    np.testing.assert_array_equal(env.render(), ep.frames[5])
+    for t in range(5, 30):
+        _, _, _, _, info = env.step(ep.actions[t])
+        np.testing.assert_allclose(info["state"], ep.states[t + 1], atol=1e-4)
+    assert info["success"]
+    np.testing.assert_array_equal(env.render_goal(), ep.frames[30])
+
+
+def test_push_t_weak_policy_and_replay():
+    """Push-T's state is 7-D (agent, block pose, agent velocity); stable-worldmodel's own
+    WeakPolicy collects; replayed actions reach the recorded goal within its success test
+    (the physics re-steps on set_state, so states agree to ~2 of its 512 px)."""
+    env = GymnasiumEnv(PUSH_T)
+    from jepalab.envs.gym_collect import make_policy, rollout
+
+    ep = rollout(env, make_policy("weak", env, seed=3), length=30, seed=3)
+    assert ep.states.shape == (30, 7) and ep.goal_state.shape == (7,)
+    block_moves = np.abs(np.diff(ep.states[:, 2:5], axis=0)).sum()
+    agent_moves = np.abs(np.diff(ep.states[:, :2], axis=0)).sum()
+    assert agent_moves > 10 and np.isfinite(block_moves)
+    _, info = env.reset(seed=0, options={"start": ep.states[2], "goal": ep.states[27]})
+    for a in ep.actions[2:27]:
+        _, _, _, _, info = env.step(a)
+    assert np.abs(info["state"][:4] - ep.states[27][:4]).max() < 5.0
+    assert info["success"]
+
+
+def test_bad_input_is_one_line(tmp_path, monkeypatch):
+    with pytest.raises(EnvError, match="unknown environment 'swm/Nope-v1'.*registered: swm/"):
+        GymnasiumEnv("swm/Nope-v1")
+    with pytest.raises(EnvError, match="Discrete action space"):
+        GymnasiumEnv("CartPole-v1")
+    with pytest.raises(EnvError, match="ExpertPolicy, for swm/TwoRoom-\\* only"):
+        collect_gymnasium(tmp_path / "x", PUSH_T, "expert", num_episodes=1, progress=False)
+    with pytest.raises(EnvError, match="not one of"):
+        collect_gymnasium(tmp_path / "x", TWO_ROOM, "clever", num_episodes=1, progress=False)
+    with pytest.raises(EnvError, match="--length 1 >= 2"):
+        collect_gymnasium(tmp_path / "x", TWO_ROOM, episode_length=1, progress=False)
+    real = importlib.import_module
+
+    def without_swm(name, *args):
+        if name == "stable_worldmodel":
+            raise ModuleNotFoundError("No module named 'stable_worldmodel'", name=name)
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", without_swm)
+    with pytest.raises(
+        EnvError, match=r"stable_worldmodel is not installed; pip install 'jepalab\[envs\]'"
+    ):
+        GymnasiumEnv(TWO_ROOM)
+
+
+def test_the_cli_collects_and_errors_in_one_line(tmp_path):
+    out = tmp_path / "pusht"
+    cmd = [sys.executable, "-m", "jepalab.cli", "collect", "--env", PUSH_T, "--policy", "weak"]
+    done = subprocess.run(
+        [*cmd, "--episodes", "2", "--length", "12", "--size", "48", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "2 episodes, 24 frames" in done.stdout
+    assert read_episode(out, 0).frames.shape == (12, 48, 48, 3)
+    bad = subprocess.run(
+        [*cmd[:4], "--env", "swm/Nope-v1", "--out", str(tmp_path / "n")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0 and "unknown environment" in bad.stderr
