@@ -15,8 +15,18 @@ from jepalab.data.trajectories import read_episode, read_meta
 from jepalab.envs import PlanningEnv
 from jepalab.envs.gym_collect import collect_gymnasium
 from jepalab.envs.gymnasium import EnvError, GymnasiumEnv
+from jepalab.errors import DataError
 from jepalab.planning.base import PlanResult
 from jepalab.planning.mpc import run_episode
+from jepalab.planning.protocol import (
+    RandomActions,
+    ReplayActions,
+    ZeroActions,
+    dataset_tasks,
+    protocol_tasks,
+    run_protocol,
+    wilson_interval,
+)
 
 TWO_ROOM, PUSH_T = "swm/TwoRoom-v1", "swm/PushT-v1"
 
@@ -147,3 +157,56 @@ def test_the_cli_collects_and_errors_in_one_line(tmp_path):
     )  # fmt: skip
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "unknown environment" in bad.stderr
+
+
+# -- stable-worldmodel's dataset-mode protocol (jepalab.planning.protocol) ---------------------
+
+
+def _their_selection(lengths, num_eval, goal_offset, seed):
+    """scripts/plan/eval_wm.py's start-row draw, written out over per-row columns."""
+    episode_idx = np.concatenate([[e] * n for e, n in enumerate(lengths)])
+    step_idx = np.concatenate([np.arange(n) for n in lengths])
+    max_start = {e: n - goal_offset - 1 for e, n in enumerate(lengths)}
+    valid_mask = step_idx <= np.array([max_start[e] for e in episode_idx])
+    valid_indices = np.nonzero(valid_mask)[0]
+    g = np.random.default_rng(seed)
+    picked = np.sort(valid_indices[g.choice(len(valid_indices) - 1, size=num_eval, replace=False)])
+    return list(zip(episode_idx[picked].tolist(), step_idx[picked].tolist(), strict=True))
+
+
+def test_start_rows_are_drawn_as_their_script_draws_them():
+    lengths = [100, 40, 27, 25, 80, 60]  # 25 frames: no start row (needs offset + 1)
+    tasks = protocol_tasks(lengths, num_eval=50, goal_offset=25, seed=42)
+    assert [(t.episode, t.start) for t in tasks] == _their_selection(lengths, 50, 25, 42)
+    assert all(t.goal == t.start + 25 and t.goal < lengths[t.episode] for t in tasks)
+    assert 3 not in {t.episode for t in tasks}
+    with pytest.raises(
+        DataError, match=r"9 drawable start rows for 50 episodes.*at least 26 frames"
+    ):
+        protocol_tasks([30, 30], num_eval=50, where="data/x")
+
+
+def test_replay_reaches_every_goal_and_the_baselines_do_not(tworoom_data):
+    """The open-loop replay of the dataset's actions proves the restore: it must succeed on
+    (nearly) every task; doing nothing or acting at random must not."""
+    tasks = dataset_tasks(tworoom_data, num_eval=12, goal_offset=25)
+    env = GymnasiumEnv(TWO_ROOM)
+    replay = run_protocol(env, tworoom_data, ReplayActions(tworoom_data), tasks)
+    assert replay.success_rate >= 0.95
+    assert all(e.success_step is not None and e.success_step <= 25 for e in replay.episodes)
+    zero = run_protocol(env, tworoom_data, ZeroActions(), tasks)
+    rand = run_protocol(env, tworoom_data, RandomActions(), tasks, budget=50)
+    assert zero.success_rate < replay.success_rate and rand.success_rate < replay.success_rate
+    assert zero.mean_final_distance > replay.mean_final_distance
+    lo, hi = replay.interval
+    assert lo <= replay.success_rate <= hi and hi <= 1.0
+    record = replay.to_json()["episodes"][0]
+    assert set(record) >= {"task", "seed", "success", "steps", "final_distance", "actions"}
+
+
+def test_the_wilson_interval():
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    lo, hi = wilson_interval(50, 50)
+    assert hi == 1.0 and lo == pytest.approx(0.9287, abs=1e-4)  # 50/50: [92.9%, 100%]
+    lo, hi = wilson_interval(45, 50)
+    assert (lo, hi) == pytest.approx((0.7864, 0.9565), abs=1e-4)
