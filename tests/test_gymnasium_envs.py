@@ -210,3 +210,110 @@ def test_the_wilson_interval():
     assert hi == 1.0 and lo == pytest.approx(0.9287, abs=1e-4)  # 50/50: [92.9%, 100%]
     lo, hi = wilson_interval(45, 50)
     assert (lo, hi) == pytest.approx((0.7864, 0.9565), abs=1e-4)
+
+
+# -- our world model inside stable-worldmodel's own evaluation (jepalab.interop.swm) -----------
+
+
+@pytest.fixture(scope="module")
+def rgb_world_model():
+    import torch
+
+    from jepalab.config import compose_config
+    from jepalab.methods.build import build_action_model
+    from jepalab.planning.world_model import LatentWorldModel
+
+    from .conftest import TINY_OVERRIDES
+
+    torch.manual_seed(0)
+    cfg = compose_config([*TINY_OVERRIDES, "data.channels=3"], experiment="two_rooms_wm")
+    method = build_action_model(cfg, action_dim=2, state_dim=0, load_encoder=False)
+    return LatentWorldModel(method, energy="final")
+
+
+def test_get_cost_is_our_planning_energy(rgb_world_model):
+    import torch
+
+    from jepalab.interop.swm import SWMCostModel
+
+    env = GymnasiumEnv(TWO_ROOM)
+    frame, _ = env.reset(seed=0)
+    goal = env.render_goal()
+    model = SWMCostModel(rgb_world_model)
+    samples, horizon, block = 6, 3, 5
+    candidates = torch.rand(1, samples, horizon, 2 * block) * 2 - 1
+    info = {
+        "pixels": torch.from_numpy(frame.copy())[None, None, None].expand(1, samples, 1, 64, 64, 3),
+        "goal": torch.from_numpy(goal.copy())[None, None, None].expand(1, samples, 1, 64, 64, 3),
+    }
+    costs = model.get_cost(info, candidates)
+    expected = rgb_world_model.make_energy(frame, goal)(candidates[0].reshape(samples, -1, 2))
+    assert costs.shape == (1, samples) and costs.dtype == torch.float32
+    torch.testing.assert_close(costs[0], expected.float())
+    chw = {k: v.movedim(-1, -3).float() / 255 for k, v in info.items()}  # after a transform
+    torch.testing.assert_close(model.get_cost(chw, candidates), costs, atol=1e-3, rtol=1e-3)
+    with pytest.raises(ValueError, match="no 'goal' image.*dataset-mode"):
+        model.get_cost({"pixels": info["pixels"]}, candidates)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_their_world_evaluates_our_model_with_their_cem_and_mppi(rgb_world_model, tmp_path):
+    """Two episodes of stable-worldmodel's own dataset-mode evaluation (World.evaluate with
+    their CEM and MPPI solvers and WorldModelPolicy) on a dataset their World collected."""
+    import stable_worldmodel as swm
+    from stable_worldmodel.envs.two_room import ExpertPolicy
+    from stable_worldmodel.policy import PlanConfig, WorldModelPolicy
+    from stable_worldmodel.solver import CEMSolver, MPPISolver
+
+    from jepalab.interop.swm import SWMCostModel
+
+    collector = swm.World(TWO_ROOM, num_envs=1, image_shape=(64, 64), max_episode_steps=30)
+    collector.set_policy(ExpertPolicy(seed=0))
+    collector.collect(
+        str(tmp_path / "tr.lance"), episodes=2, seed=0, format="lance", progress=False
+    )
+    collector.close()
+    dataset = swm.data.LanceDataset(path=str(tmp_path / "tr.lance"))
+    callables = [
+        {"method": "_set_state", "args": {"state": {"value": "state"}}},
+        {"method": "_set_goal_state", "args": {"goal_state": {"value": "goal_state"}}},
+    ]
+    for solver_cls in (CEMSolver, MPPISolver):
+        model = SWMCostModel(rgb_world_model)
+        solver = solver_cls(model=model, num_samples=8, n_steps=2, topk=2, batch_size=2)
+        config = PlanConfig(horizon=2, receding_horizon=1, action_block=5)
+        world = swm.World(TWO_ROOM, num_envs=2, image_shape=(64, 64), max_episode_steps=40)
+        world.set_policy(WorldModelPolicy(solver=solver, config=config))
+        result = world.evaluate(
+            dataset=dataset,
+            episodes_idx=[0, 1],
+            start_steps=[0, 2],
+            goal_offset=10,
+            eval_budget=10,
+            callables=callables,
+        )
+        world.close()
+        assert 0.0 <= result["success_rate"] <= 100.0 and len(result["episode_successes"]) == 2
+        assert model.calls >= 2  # their solver planned with our energy
+
+
+def test_a_trainer_run_becomes_a_cost_model(tiny_action_cfg):
+    """``SWMCostModel.from_run``: the checkpoint the Trainer wrote, with the run's data
+    normalisation and image size."""
+    import torch
+
+    from jepalab.config import to_plain
+    from jepalab.interop import SWMCostModel
+    from jepalab.methods.build import build_experiment
+    from jepalab.train.setup import build_trainer
+
+    tiny_action_cfg.trainer.max_steps = 1
+    exp = build_experiment(tiny_action_cfg)
+    trainer = build_trainer(tiny_action_cfg, exp, to_plain(tiny_action_cfg))
+    trainer.fit()
+    model = SWMCostModel.from_run(tiny_action_cfg.run_dir)
+    assert model.image_size == tiny_action_cfg.encoder.img_size
+    params = tiny_action_cfg.data.params
+    torch.testing.assert_close(model.world_model.mean.flatten(), torch.tensor([params.mean]))
+    for name, value in model.world_model.method.state_dict().items():
+        assert torch.equal(value, trainer.method.state_dict()[name]), name

@@ -79,7 +79,7 @@ def resize_frame(frame: np.ndarray, size: int) -> np.ndarray:
     if frame.shape[:2] == (size, size):
         return np.ascontiguousarray(frame)
     image = Image.fromarray(frame).resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(image)
+    return np.array(image)  # writable (torch.as_tensor warns on a read-only array)
 
 
 class GymnasiumEnv:

@@ -8,6 +8,9 @@
 One module per official repository holds its layout (key names, wrapper prefixes, mask
 tokens, position schemes and the quirks its weights depend on); :mod:`.checkpoint` reads,
 detects, converts and loads whole files; :mod:`.infer` reads a fitting config off the shapes.
+
+The other way round, :class:`~jepalab.interop.swm.SWMCostModel` hands a trained world model
+to stable-worldmodel's planners (``get_cost``), imported on first use.
 """
 
 from jepalab.interop.checkpoint import (
@@ -26,7 +29,17 @@ from jepalab.interop.checkpoint import (
 )
 from jepalab.interop.common import CheckpointMismatchError, OfficialLayout, strip_wrappers
 
+
+def __getattr__(name: str):
+    if name == "SWMCostModel":  # lazy: it pulls in the planning code
+        from jepalab.interop.swm import SWMCostModel
+
+        return SWMCostModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
+    "SWMCostModel",
     "FORMATS",
     "JEPALAB",
     "LAYOUTS",
