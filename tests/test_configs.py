@@ -42,7 +42,15 @@ def test_every_experiment_composes_and_builds(experiment, tmp_path, request):
     if cfg.data.name == "video_files":  # ... or at a list of real H.264 clips
         cfg = compose_config([f"data.params.source={_video_list(tmp_path)}"], experiment)
     if cfg.data.name.startswith("trajector"):  # collected data: a tiny collection
-        data = request.getfixturevalue("two_rooms_data")
+        root = Path(cfg.data.params.root).name
+        if root.startswith("swm_"):  # stable-worldmodel's: collected from the real env
+            from jepalab.envs.gym_collect import collect_gymnasium
+
+            env_id = root.replace("swm_", "swm/", 1)
+            data = collect_gymnasium(tmp_path / root, env_id, num_episodes=2, episode_length=30,
+                                     progress=False)  # fmt: skip
+        else:
+            data = request.getfixturevalue("two_rooms_data")
         overrides = [f"data.params.root={data}"]
         if cfg.method.name == "action":  # the pretrained encoder is step 2 of the pipeline
             overrides += ["method.encoder_checkpoint=null", "data.params.frame_skip=2"]
@@ -60,7 +68,9 @@ def test_every_experiment_composes_and_builds(experiment, tmp_path, request):
         frames = window["frames"]
         assert frames.shape[0] == cfg.data.params.num_frames
         assert tuple(frames.shape[1:]) == (cfg.encoder.in_chans,) + (cfg.encoder.img_size,) * 2
-        assert window["actions"].shape == (frames.shape[0] - 1, 2)
+        params = cfg.data.params  # a step's actions summed, or side by side (concat)
+        width = 2 * (params.frame_skip if params.get("action_reduce") == "concat" else 1)
+        assert window["actions"].shape == (frames.shape[0] - 1, width)
         return
     # Full-size recipes (ViT-H) are wired up on the meta device: shapes, no memory.
     device = "meta" if cfg.encoder.name.startswith(("vit_large", "vit_huge")) else "cpu"

@@ -317,3 +317,41 @@ def test_a_trainer_run_becomes_a_cost_model(tiny_action_cfg):
     torch.testing.assert_close(model.world_model.mean.flatten(), torch.tensor([params.mean]))
     for name, value in model.world_model.method.state_dict().items():
         assert torch.equal(value, trainer.method.state_dict()[name]), name
+
+
+@pytest.mark.parametrize(
+    ("experiment", "env_id", "policy"),
+    [("swm_tworoom_wm", TWO_ROOM, "expert"), ("swm_pusht_wm", PUSH_T, "weak")],
+)
+def test_the_recipes_train_on_collected_data_and_plan_through_get_cost(
+    experiment, env_id, policy, tmp_path
+):
+    """`jepalab collect --env` -> the recipe (2 steps, tiny) -> the run as their cost model:
+    a model step is a block of 5 actions (10-D), one candidate block per model step."""
+    import torch
+
+    from jepalab.cli.train import train
+    from jepalab.config import compose_config
+    from jepalab.interop import SWMCostModel
+
+    from .conftest import TINY_OVERRIDES
+
+    data = tmp_path / "data"
+    collect_gymnasium(data, env_id, policy, num_episodes=2, episode_length=30, progress=False)
+    overrides = [o for o in TINY_OVERRIDES if not o.startswith("data.batch_size")]
+    cfg = compose_config(
+        [*overrides, f"data.params.root={data}", f"run_dir={tmp_path / 'run'}",
+         "data.batch_size=4", "trainer.max_steps=2", "method.auto_steps=2"],
+        experiment=experiment,
+    )  # fmt: skip
+    summary = train(cfg)
+    assert summary["step"] == 2 and np.isfinite(summary["final_loss"])
+    model = SWMCostModel.from_run(str(tmp_path / "run"))
+    assert model.model_action_dim == 10
+    frame = read_episode(data, 0).frames
+    info = {
+        "pixels": torch.from_numpy(frame[0].copy())[None, None, None].expand(1, 3, 1, 64, 64, 3),
+        "goal": torch.from_numpy(frame[-1].copy())[None, None, None].expand(1, 3, 1, 64, 64, 3),
+    }
+    costs = model.get_cost(info, torch.rand(1, 3, 2, 10) * 2 - 1)
+    assert costs.shape == (1, 3) and torch.isfinite(costs).all()

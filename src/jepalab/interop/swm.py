@@ -13,8 +13,9 @@ Their solvers call one method of the model (``stable_worldmodel/solver/cem.py``,
   ``(..., H, W, 3)`` or, after a transform, channels first.
 
 The cost of a plan is our planning energy (:class:`~jepalab.planning.world_model.
-LatentWorldModel`): the model encodes the current and the goal frame and rolls the ``H *
-action_block`` actions out in latent space, one model step per environment action.
+LatentWorldModel`): the model encodes the current and the goal frame and rolls the plan out
+in latent space, one model step per environment action, or per block of ``action_block``
+actions for a model trained on such blocks (``data.params.action_reduce=concat``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,14 @@ class SWMCostModel:
     def __init__(self, world_model: LatentWorldModel, action_dim: int = 2, image_size: int = 64):
         self.world_model, self.action_dim, self.image_size = world_model, action_dim, image_size
         self.calls = 0
+
+    @property
+    def model_action_dim(self) -> int:
+        """Actions per model step: ``action_dim``, or ``k * action_dim`` for a model trained
+        on blocks of ``k`` environment actions (``data.params.action_reduce=concat``, as
+        their ``action_block``); a candidate block is then one model step."""
+        predictor = getattr(self.world_model.method, "predictor", None)
+        return int(getattr(predictor, "action_dim", self.action_dim))
 
     @classmethod
     def from_run(
@@ -83,12 +92,13 @@ class SWMCostModel:
                     "stable-worldmodel's dataset-mode evaluation, World.evaluate(dataset=...)"
                 )
         b, s, h, width = candidates.shape
-        if width % self.action_dim:
+        step = self.model_action_dim
+        if width % step:
             raise ConfigError(
-                f"get_cost: candidates of width {width} are not blocks of {self.action_dim}-D "
+                f"get_cost: candidates of width {width} are not blocks of the model's {step}-D "
                 "actions"
             )
-        steps = candidates.reshape(b, s, h * (width // self.action_dim), self.action_dim)
+        steps = candidates.reshape(b, s, h * (width // step), step)
         costs = torch.empty(b, s, dtype=torch.float32)
         for env in range(b):
             energy = self.world_model.make_energy(
