@@ -355,3 +355,40 @@ def test_the_recipes_train_on_collected_data_and_plan_through_get_cost(
     }
     costs = model.get_cost(info, torch.rand(1, 3, 2, 10) * 2 - 1)
     assert costs.shape == (1, 3) and torch.isfinite(costs).all()
+
+
+def test_jepalab_plan_runs_their_protocol_with_a_trained_run(tmp_path, capsys):
+    """`jepalab plan ckpt=RUN env=swm/TwoRoom-v1`: the run's planner and the baselines on the
+    protocol's tasks; replay reaches every goal; plan.json keeps every episode."""
+    import json
+
+    from jepalab.cli.plan import main
+    from jepalab.cli.train import train
+    from jepalab.config import compose_config
+
+    from .conftest import TINY_OVERRIDES
+
+    data = tmp_path / "data"
+    collect_gymnasium(data, TWO_ROOM, "expert", num_episodes=2, episode_length=34, progress=False)
+    overrides = [o for o in TINY_OVERRIDES if not o.startswith("data.batch_size")]
+    run = tmp_path / "run"
+    cfg = compose_config(
+        [*overrides, f"data.params.root={data}", f"run_dir={run}", "data.batch_size=4",
+         "trainer.max_steps=2", "method.auto_steps=2", "eval.probe=none"],
+        experiment="swm_tworoom_wm",
+    )  # fmt: skip
+    train(cfg)
+    args = [f"ckpt={run}", f"env={TWO_ROOM}", "episodes=4", "samples=8", "elites=2"]
+    assert main([*args, "iterations=2", "horizon=2", "receding=1", "baselines=true"]) == 0
+    printed = capsys.readouterr().out
+    assert "stable-worldmodel's protocol: 4 episodes, goal 25 steps ahead" in printed
+    summary = json.loads((run / "plan.json").read_text())
+    assert summary["complete"] and summary["action_block"] == 5
+    results = summary["results"]
+    assert len(results) == 4 and results["replay of the dataset's actions"]["success_rate"] == 1.0
+    planned = results["CEM on the world model"]
+    assert len(planned["episodes"]) == 4 and planned["seconds_per_solve"] > 0
+    first = planned["episodes"][0]
+    assert first["task"]["goal"] == first["task"]["start"] + 25 and first["actions"]
+    with pytest.raises(ValueError, match="was collected in 'swm/TwoRoom-v1', not env=swm/PushT"):
+        main([f"ckpt={run}", f"env={PUSH_T}", f"data={data}"])

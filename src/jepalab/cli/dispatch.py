@@ -26,7 +26,9 @@ jepalab eval surprise ckpt=RUN [key=value ...]
                                    impossible clip pairs: pairwise accuracy, AUROC, plot
 jepalab plan ckpt=RUN [key=value ...]   (e.g. episodes=20 planner=mppi baselines=true)
                                    plan with a trained action-conditioned model in Two-Rooms:
-                                   success rate, distance to goal, planning time per step
+                                   success rate, distance to goal, planning time per step;
+                                   env=swm/TwoRoom-v1 (or another id): stable-worldmodel's
+                                   dataset-mode protocol, data=DIR of collected episodes
 
 A mistake in a config, the data, a checkpoint or a path ends a command with one line,
 ``jepalab <command>: error: ...`` naming what to change, and exit code 2. ``--debug``

@@ -73,12 +73,16 @@ class PlanSettings:
     """Planning-evaluation options (defaults: DINO-WM's CEM, full MPC)."""
 
     ckpt: str = MISSING  # an action-conditioned run directory or checkpoint file
+    # two_rooms (ours) | a Gymnasium id, e.g. swm/TwoRoom-v1: stable-worldmodel's protocol
+    env: str = "two_rooms"
+    data: str | None = None  # swm: the dataset of start/goal rows (default: the run's data)
+    receding: int = 5  # swm: planned model steps executed per solve (receding_horizon)
     episodes: int = 50
     seed: int = 1000  # episode i uses seed + i; far from the data-collection seed
     planner: str = "cem"  # cem | mppi
     samples: int = 300
     elites: int = 30
-    iterations: int = 10
+    iterations: int | None = None  # None: 10 in two_rooms, 30 (their protocol) in swm envs
     horizon: int = 5
     momentum: float = 0.0
     init_std: float | None = None  # None: the action bound / 2
@@ -98,7 +102,9 @@ class PlanSettings:
     progress: bool = True  # a progress bar over the episodes of each policy
 
 
-def build_planner(settings: PlanSettings, world_model: LatentWorldModel, bound: float):
+def build_planner(
+    settings: PlanSettings, world_model: LatentWorldModel, bound: float, action_dim: int = 2
+):
     """CEM or MPPI over the model's energy, in a box of +-``bound`` per action dimension."""
     init_std = settings.init_std if settings.init_std is not None else bound / 2
     common = dict(
@@ -116,7 +122,7 @@ def build_planner(settings: PlanSettings, world_model: LatentWorldModel, bound: 
     else:
         raise ConfigError(f"planner={settings.planner!r}: must be one of {list(PLANNERS)}")
     device = None if world_model.device.type == "cpu" else str(world_model.device)
-    return EnergyPlanner(world_model.make_energy, config, 2, settings.seed, device)
+    return EnergyPlanner(world_model.make_energy, config, action_dim, settings.seed, device)
 
 
 def run(settings: PlanSettings) -> dict[str, Any]:
@@ -125,7 +131,13 @@ def run(settings: PlanSettings) -> dict[str, Any]:
     Checks that the output files can be written before any compute; rewrites ``plan.json``
     after each policy."""
     resolve_checkpoint(settings.ckpt)  # a wrong path fails before outputs are made
-    run_dir = _run_dir(settings.ckpt)
+    if settings.iterations is None:
+        settings.iterations = 10 if settings.env == "two_rooms" else 30
+    if settings.env != "two_rooms":
+        from jepalab.cli.plan_swm import run_protocol_evaluation
+
+        return run_protocol_evaluation(settings)
+    run_dir = checkpoint_run_dir(settings.ckpt)
     picture = check_output(settings.picture or run_dir / "plan_episode.png", "picture=FILE")
     landscape = check_output(settings.landscape or run_dir / "plan_landscape.png", "landscape=FILE")
     out = check_output(settings.out or run_dir / "plan.json", "out=FILE")
@@ -212,7 +224,7 @@ def run(settings: PlanSettings) -> dict[str, Any]:
     return summary
 
 
-def _run_dir(checkpoint: str) -> Path:
+def checkpoint_run_dir(checkpoint: str) -> Path:
     path = Path(checkpoint)
     if path.is_file():
         path = path.parent
@@ -246,12 +258,17 @@ def format_profile(profile: dict) -> str:
 
 # what ``jepalab plan --help`` says of each key (the defaults come from PlanSettings)
 OPTION_HELP = {
+    "env": "two_rooms (ours) or a Gymnasium id such as swm/TwoRoom-v1, swm/PushT-v1: "
+    "stable-worldmodel's dataset-mode protocol (docs/planning.md)",
+    "data": "swm: the trajectory dataset its start and goal rows come from (default: the "
+    "run's data.params.root)",
+    "receding": "swm: planned model steps executed per solve (their receding_horizon)",
     "episodes": "seeded episodes per policy (start and goal in different rooms)",
     "seed": "episode i uses seed + i (task and planner noise)",
     "planner": "optimiser over action sequences: cem | mppi",
     "samples": "candidate action sequences per iteration",
     "elites": "CEM: best candidates the sampling distribution is refitted to",
-    "iterations": "optimiser iterations per replanning step",
+    "iterations": "optimiser iterations per replanning step (default 10; swm envs: 30)",
     "horizon": "planned actions per sequence",
     "momentum": "CEM: weight of the previous mean/std in each refit",
     "init_std": "initial sampling std per action dimension (default: half the action bound)",
@@ -303,8 +320,9 @@ def check_settings(settings: PlanSettings) -> None:
     for key, allowed in choices.items():
         if getattr(settings, key) not in allowed:
             raise ConfigError(f"{key}={getattr(settings, key)!r}: must be one of {list(allowed)}")
-    for key in ("episodes", "samples", "elites", "iterations", "horizon", "execute", "hold"):
-        if getattr(settings, key) < 1:
+    keys = ("episodes", "samples", "elites", "iterations", "horizon", "execute", "hold", "receding")
+    for key in keys:
+        if getattr(settings, key) is not None and getattr(settings, key) < 1:
             raise ConfigError(f"{key}={getattr(settings, key)}: must be >= 1")
 
 
@@ -332,4 +350,12 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
-__all__ = ["PlanSettings", "build_planner", "check_settings", "main", "parse_args", "run"]
+__all__ = [
+    "PlanSettings",
+    "build_planner",
+    "check_settings",
+    "checkpoint_run_dir",
+    "main",
+    "parse_args",
+    "run",
+]

@@ -150,6 +150,34 @@ class ReplayActions:
         return actions
 
 
+class PlannerPolicy:
+    """A planner of ours (:class:`~jepalab.planning.mpc.Planner`: frames in, a plan of ``H``
+    model steps out) under the protocol: each solve's first ``receding`` model steps are
+    executed, each a block of ``len(step) / action_dim`` environment actions (their
+    ``receding_horizon`` and ``action_block``), and the next solve is warm-started with the
+    rest of the plan."""
+
+    def __init__(self, planner: Any, receding: int = 5, action_dim: int = 2) -> None:
+        if receding < 1:
+            raise ValueError(f"receding must be >= 1, got {receding}")
+        self.planner, self.receding, self.action_dim = planner, receding, action_dim
+        self.warm: Any = None
+
+    def reset(self, task: ProtocolTask, seed: int) -> None:
+        self.warm = None
+        if hasattr(self.planner, "reset"):
+            self.planner.reset(seed)
+
+    def __call__(self, frame: np.ndarray, goal_frame: np.ndarray, info: dict) -> np.ndarray:
+        from jepalab.planning.mpc import shift_warm_start
+
+        plan = self.planner(frame, goal_frame, self.warm)
+        executed = min(self.receding, len(plan.actions))
+        self.warm = shift_warm_start(plan.actions, executed, "last")
+        actions = plan.actions[:executed].detach().cpu().numpy()
+        return actions.reshape(-1, self.action_dim)
+
+
 @lru_cache(maxsize=256)
 def _episode_cached(root: str, index: int) -> Episode:
     return read_episode(root, index)
@@ -256,6 +284,7 @@ __all__ = [
     "GOAL_OFFSET",
     "NUM_EVAL",
     "SEED",
+    "PlannerPolicy",
     "ProtocolEpisode",
     "ProtocolPolicy",
     "ProtocolResult",
