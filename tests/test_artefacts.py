@@ -152,6 +152,43 @@ def test_a_checkpoint_records_every_model_argument_that_the_weights_cannot_show(
         create_encoder("vit_tiny_patch16", checkpoint=_newest(vit_run), num_heads=4)
 
 
+def test_a_checkpoint_names_its_roles_so_a_method_with_other_names_loads(vit_run, tmp_path):
+    """The Trainer writes the method's checkpoint_roles; loaders read the weights through
+    them, so a method whose modules have other names needs nothing else (shown by renaming
+    a real checkpoint's modules); a file from before the roles loads as it did."""
+    from jepalab.methods.ijepa import IJEPA
+
+    state = read_checkpoint(_newest(vit_run))
+    assert state["roles"] == dict(IJEPA.checkpoint_roles)
+    names = {
+        "context_encoder": "student",
+        "target_encoder.module": "teacher.ema",
+        "predictor": "head",
+    }
+
+    def rename(key: str) -> str:
+        for old, new in names.items():
+            if key == old or key.startswith(old + "."):
+                return new + key[len(old) :]
+        return key
+
+    renamed = {**state, "model": {rename(k): v for k, v in state["model"].items()}}
+    renamed["models"] = {rename(k): v for k, v in state["models"].items()}
+    renamed["roles"] = {names[k]: v for k, v in state["roles"].items()}
+    torch.save(renamed, tmp_path / "renamed.pt")
+    legacy = {k: v for k, v in state.items() if k != "roles"}
+    torch.save(legacy, tmp_path / "legacy.pt")
+    x = _images()
+    with torch.no_grad():
+        expected = load_run(vit_run).method.eval_encoder(x)
+        for file in ("renamed.pt", "legacy.pt"):
+            encoder = create_encoder("vit_tiny_patch16", checkpoint=tmp_path / file).eval()
+            assert torch.equal(encoder(x), expected), file
+    predictor = create_predictor("masked_vit_predictor", checkpoint=tmp_path / "renamed.pt")
+    trained = load_run(vit_run).method.predictor.state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in predictor.state_dict().items())
+
+
 def test_a_convnext_checkpoint_reloads_and_refuses_an_official_export(convnext_run, tmp_path):
     ckpt = _newest(convnext_run)
     target = load_run(convnext_run).method.eval_encoder

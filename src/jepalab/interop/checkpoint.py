@@ -51,13 +51,24 @@ LAYOUTS: dict[str, OfficialLayout] = {
     )
 }
 FORMATS = (JEPALAB, *LAYOUTS)
-# Where a jepalab training checkpoint keeps each role (methods/ijepa.py, methods/action.py).
-_TRAINER_ROLES = {
-    "context_encoder.": "encoder",
-    "target_encoder.module.": "target_encoder",
-    "encoder.": "encoder",
-    "predictor.": "predictor",
+# Where a Trainer checkpoint keeps each role when it does not say (``"roles"``, written from
+# ``Method.checkpoint_roles`` since 2026-12-03): the module paths of I-JEPA / V-JEPA and of
+# the action-conditioned method.
+_LEGACY_ROLES = {
+    "context_encoder": "encoder",
+    "target_encoder.module": "target_encoder",
+    "encoder": "encoder",
+    "predictor": "predictor",
 }
+
+
+def trainer_roles(ckpt: Mapping[str, Any]) -> dict[str, str]:
+    """``{module path: role}`` of a Trainer checkpoint: what its method declared, or the
+    built-in methods' paths for a checkpoint that predates the declaration."""
+    roles = ckpt.get("roles")
+    if isinstance(roles, Mapping) and roles:
+        return {str(k): str(v) for k, v in roles.items()}
+    return dict(_LEGACY_ROLES)
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -231,23 +242,20 @@ def _jepalab_view(ckpt: Mapping[str, Any]) -> dict[str, Any]:
     if not _is_trainer(ckpt):
         return dict(ckpt)
     out: dict[str, Any] = {"format": JEPALAB, "version": 1, "source": JEPALAB, "unused": {}}
+    roles = trainer_roles(ckpt)
     for key, value in ckpt["model"].items():
-        for prefix, role in _TRAINER_ROLES.items():
-            if key.startswith(prefix):
-                out.setdefault(role, {})[key[len(prefix) :]] = value
+        for path, role in roles.items():
+            if key.startswith(path + "."):
+                out.setdefault(role, {})[key[len(path) + 1 :]] = value
                 break
     if not any(r in out for r in ROLES):
         raise ValueError(
-            f"the training checkpoint's model has none of the prefixes {list(_TRAINER_ROLES)}"
+            f"the training checkpoint's model has none of the module paths {list(roles)} "
+            "(its method's checkpoint_roles)"
         )
     out["meta"] = {k: v for k, v in ckpt.items() if k == "step" and _is_scalar(v)}
     out["config"] = trainer_model_configs(ckpt)
     return out
-
-
-# Where a Trainer checkpoint's recorded models (``state["models"]``, jepalab.specs) sit:
-# the module paths of the weight prefixes above.
-_SPEC_ROLES = {prefix.rstrip("."): role for prefix, role in _TRAINER_ROLES.items()}
 
 
 def trainer_model_configs(ckpt: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -258,8 +266,9 @@ def trainer_model_configs(ckpt: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     heads (partial ``kwargs``, ``"partial": True``).
     """
     out: dict[str, dict[str, Any]] = {}
+    roles = trainer_roles(ckpt)  # the recorded models sit at the roles' module paths
     for path, spec in (ckpt.get("models") or {}).items():
-        role = _SPEC_ROLES.get(path)
+        role = roles.get(path)
         if role is not None:
             out[role] = {"name": spec.get("name"), "class": spec["class"]}
             out[role]["kwargs"] = dict(spec["kwargs"])

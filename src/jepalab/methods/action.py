@@ -32,6 +32,9 @@ makes the latent carry the displacement; both are added to the prediction loss.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -131,6 +134,11 @@ class ActionConditioned(Method):
             is divided by the batch's mean squared action (1 = predicting zero). It makes
             the features carry what the action changed. Needs a trainable encoder.
     """
+
+    checkpoint_roles: ClassVar[Mapping[str, str]] = {
+        "encoder": "encoder",
+        "predictor": "predictor",
+    }
 
     def __init__(
         self,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from torch import Tensor, nn
 
@@ -63,7 +64,15 @@ class Method(nn.Module):
 
     Subclasses implement :meth:`forward` and may override :meth:`after_optimizer_step` (e.g. an
     EMA update) and :attr:`eval_encoder` (the encoder that evaluations should use).
+
+    :attr:`checkpoint_roles` says which submodule plays which part, ``{module path: role}``
+    with roles ``encoder``, ``target_encoder`` and ``predictor``: the Trainer writes it into
+    every checkpoint, and ``create_encoder(checkpoint=...)``, ``load_run`` and
+    ``jepalab convert`` read the weights through it, so a new method with its own attribute
+    names needs nothing else to be loaded and exported.
     """
+
+    checkpoint_roles: ClassVar[Mapping[str, str]] = {}
 
     def forward(self, batch) -> MethodOutput:  # pragma: no cover - abstract
         raise NotImplementedError

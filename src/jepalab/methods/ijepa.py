@@ -25,6 +25,8 @@ context encoder's output makes the loss ``(1 - λ) * prediction + λ * regularis
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -112,6 +114,12 @@ class IJEPA(Method):
         context_loss_distance_weighting: weight each context token's error by ``1 /
             sqrt(distance to the nearest predicted token)`` (V-JEPA 2.1's pretraining).
     """
+
+    checkpoint_roles: ClassVar[Mapping[str, str]] = {
+        "context_encoder": "encoder",
+        "target_encoder.module": "target_encoder",
+        "predictor": "predictor",
+    }
 
     def __init__(
         self,

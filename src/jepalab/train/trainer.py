@@ -259,6 +259,8 @@ class Trainer:
             **ranks[0],
             "config": self.run_config,
             "models": self.model_specs,
+            # which submodule is the encoder, target encoder, predictor (Method docstring)
+            "roles": dict(getattr(self.method, "checkpoint_roles", {})),
         }
         if self.dist.is_distributed:
             state["ranks"] = ranks
