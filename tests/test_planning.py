@@ -349,3 +349,29 @@ def test_episode_picture_and_gif(tmp_path):
     gif = save_episode_gif(tmp_path / "ep.gif", world, result, scale=2, every=5)
     with Image.open(gif) as image:
         assert image.format == "GIF" and image.n_frames == 4  # steps 0, 5, 10, 15
+
+
+@pytest.mark.parametrize("name", ["cem", "mppi"])
+def test_jepalab_plan_builds_every_registered_planner(name):
+    """`jepalab plan planner=NAME`: each registered optimiser gets its own options from the
+    command's settings (MPPI's starting noise is init_std; it once received init_std as a
+    keyword it does not take)."""
+    from jepalab.cli.plan import PlanSettings, build_planner
+    from jepalab.planning import PLANNERS
+
+    assert set(PLANNERS) == {"cem", "mppi"}
+
+    class Model:
+        device = torch.device("cpu")
+
+        def make_energy(self, observation, goal):
+            return lambda actions: actions.square().sum(dim=(1, 2))
+
+    settings = PlanSettings(ckpt="x", planner=name, samples=32, iterations=3, elites=4)
+    planner = build_planner(settings, Model(), bound=2.0, action_dim=3)
+    config = planner.config
+    assert type(config).__name__ == {"cem": "CEMConfig", "mppi": "MPPIConfig"}[name]
+    assert (config.samples, config.iterations, config.horizon) == (32, 3, 5)
+    assert (config.init_std if name == "cem" else config.noise_std) == 1.0  # bound / 2
+    plan = planner(np.zeros((8, 8)), np.zeros((8, 8)), None)
+    assert plan.actions.shape == (5, 3) and float(plan.actions.abs().max()) <= 2.0

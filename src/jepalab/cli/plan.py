@@ -36,10 +36,9 @@ from jepalab.device import resolve_device
 from jepalab.envs import TwoRooms, TwoRoomsConfig, TwoRoomsEnv
 from jepalab.errors import ConfigError
 from jepalab.planning import (
-    CEMConfig,
+    PLANNERS,
     EnergyPlanner,
     GreedyPolicy,
-    MPPIConfig,
     RandomPolicy,
     evaluate,
     save_episode_picture,
@@ -107,20 +106,17 @@ def build_planner(
 ):
     """CEM or MPPI over the model's energy, in a box of +-``bound`` per action dimension."""
     init_std = settings.init_std if settings.init_std is not None else bound / 2
-    common = dict(
+    config = PLANNERS.get(settings.planner)(
         samples=settings.samples,
         iterations=settings.iterations,
         horizon=settings.horizon,
         init_std=init_std,
         action_low=-bound,
         action_high=bound,
+        elites=settings.elites,
+        momentum=settings.momentum,
+        temperature=settings.temperature,
     )
-    if settings.planner == "cem":
-        config = CEMConfig(elites=settings.elites, momentum=settings.momentum, **common)
-    elif settings.planner == "mppi":
-        config = MPPIConfig(temperature=settings.temperature, **common)
-    else:
-        raise ConfigError(f"planner={settings.planner!r}: must be one of {list(PLANNERS)}")
     device = None if world_model.device.type == "cpu" else str(world_model.device)
     return EnergyPlanner(world_model.make_energy, config, action_dim, settings.seed, device)
 
@@ -293,7 +289,6 @@ OPTION_HELP = {
 
 
 PROG = "jepalab plan"
-PLANNERS = ("cem", "mppi")
 
 
 def usage() -> str:
@@ -316,7 +311,7 @@ def usage() -> str:
 
 def check_settings(settings: PlanSettings) -> None:
     """Names and counts, each error naming its key (before anything is loaded)."""
-    choices = {"planner": PLANNERS, "energy": ENERGIES}
+    choices = {"planner": list(PLANNERS), "energy": ENERGIES}
     for key, allowed in choices.items():
         if getattr(settings, key) not in allowed:
             raise ConfigError(f"{key}={getattr(settings, key)!r}: must be one of {list(allowed)}")

@@ -24,6 +24,7 @@ from jepalab.planning.mpc import (
 )
 from jepalab.planning.mppi import MPPIConfig, mppi, mppi_weights
 from jepalab.planning.planners import (
+    PLANNERS,
     EnergyPlanner,
     GreedyPolicy,
     OraclePlanner,
@@ -41,6 +42,7 @@ from jepalab.planning.render import (
 )
 
 __all__ = [
+    "PLANNERS",
     "CEMConfig",
     "EnergyFn",
     "EnergyPlanner",

@@ -30,9 +30,65 @@ from jepalab.envs.two_rooms import TwoRooms
 from jepalab.planning.base import EnergyFn, PlanResult
 from jepalab.planning.cem import CEMConfig, cem
 from jepalab.planning.mppi import MPPIConfig, mppi
+from jepalab.registry import Registry
 
 OptimizerConfig = CEMConfig | MPPIConfig
 Energy = Literal["final", "sum", "min"]
+
+# planner name -> ``(samples, iterations, horizon, init_std, action_low, action_high, **its
+# own options) -> config``; a command passes every option and each optimiser takes its own
+PLANNERS: Registry = Registry("planner", key="planner")
+
+
+@PLANNERS.register("cem")
+def cem_planner(
+    samples: int,
+    iterations: int,
+    horizon: int,
+    init_std: float,
+    action_low: float,
+    action_high: float,
+    *,
+    elites: int = 30,
+    momentum: float = 0.0,
+    **_: object,
+) -> CEMConfig:
+    """The cross-entropy method (:func:`~jepalab.planning.cem.cem`)."""
+    return CEMConfig(
+        samples=samples,
+        elites=elites,
+        iterations=iterations,
+        horizon=horizon,
+        momentum=momentum,
+        init_std=init_std,
+        action_low=action_low,
+        action_high=action_high,
+    )
+
+
+@PLANNERS.register("mppi")
+def mppi_planner(
+    samples: int,
+    iterations: int,
+    horizon: int,
+    init_std: float,
+    action_low: float,
+    action_high: float,
+    *,
+    temperature: float = 0.5,
+    **_: object,
+) -> MPPIConfig:
+    """Model-predictive path integral (:func:`~jepalab.planning.mppi.mppi`); ``init_std`` is
+    its starting noise."""
+    return MPPIConfig(
+        samples=samples,
+        iterations=iterations,
+        horizon=horizon,
+        temperature=temperature,
+        noise_std=init_std,
+        action_low=action_low,
+        action_high=action_high,
+    )
 
 
 def optimize(
