@@ -311,3 +311,35 @@ def test_a_checkpoint_with_foreign_weights_is_a_usage_error(image_run, tmp_path,
     assert eval_probe(f"ckpt={tmp_path / 'step_00000003.pt'}") == 2
     err = capsys.readouterr().err
     assert "do not match" in err and "predictor.mask_tokens" in err
+
+
+def test_a_registered_probe_runs_from_the_command(image_run, tmp_path):
+    """Adding a probe is one registered function: `jepalab eval probe probes=[NAME]` fits it
+    on the same cached features, and the report says what it read."""
+    from jepalab.eval.linear_probe import ProbeResult
+    from jepalab.eval.probes import PROBES, register_probe
+
+    seen = {}
+
+    @register_probe("nearest_mean", reads="pooled")
+    def nearest_mean(train, test, options, device, val_fraction, seed):
+        classes = train.labels.unique()
+        means = torch.stack([train.pooled[train.labels == c].mean(0) for c in classes])
+        predict = classes[torch.cdist(test.pooled, means).argmin(1)]
+        seen["options"], seen["shapes"] = options, (train.pooled.shape, test.pooled.shape)
+        accuracy = float((predict == test.labels).float().mean())
+        return ProbeResult(
+            train_accuracy=0.0, test_accuracy=accuracy, hparams={}, val_accuracy=accuracy
+        )
+
+    out = tmp_path / "probe.json"
+    try:
+        args = [f"ckpt={image_run}", f"out={out}", "probes=[nearest_mean]", "baselines=false"]
+        assert eval_probe(*args, "max_train=64", "max_test=32", "progress=false") == 0
+    finally:
+        PROBES.unregister("nearest_mean")
+    report = json.loads(out.read_text())
+    assert report["pooling"]["nearest_mean"] == "mean-pooled tokens"
+    assert seen["options"] is None and seen["shapes"][0][0] == 64 and seen["shapes"][1][0] == 32
+    accuracy = report["results"]["target encoder"]["nearest_mean"]["test_accuracy"]
+    assert 0.0 <= accuracy <= 1.0

@@ -39,21 +39,19 @@ from jepalab.checkpoint import resolve_checkpoint
 from jepalab.cli.args import UsageError, check_output, describe_schema, parse_overrides
 from jepalab.data.build import build_dataset, unset_probe_keys
 from jepalab.device import resolve_device
-from jepalab.eval.attentive_probe import fit_attentive_sweep
 from jepalab.eval.features import CachedFeatures, extract_features
-from jepalab.eval.knn import KNN_KS, KNN_TEMPERATURE, fit_knn_probe
-from jepalab.eval.linear_probe import ProbeResult, fit_linear_probe, format_hparams
-from jepalab.eval.linear_sweep import LR_GRID, WEIGHT_DECAY_GRID, fit_linear_sweep
+from jepalab.eval.knn import KNN_KS, KNN_TEMPERATURE
+from jepalab.eval.linear_probe import ProbeResult, format_hparams
+from jepalab.eval.linear_sweep import LR_GRID, WEIGHT_DECAY_GRID
+from jepalab.eval.probes import PROBES
 from jepalab.models.build import build_encoder
 from jepalab.runs import LoadedRun, load_run
 
 log = logging.getLogger(__name__)
 
 PROG = "jepalab eval probe"
-PROBES = ("linear", "knn", "attentive", "lbfgs")
 ENCODERS = ("target", "context")  # target: the EMA encoder (I-JEPA / V-JEPA evaluate it)
 POOLINGS = ("mean", "max")
-POOLED_PROBES = ("linear", "knn", "lbfgs")  # the probes that read one vector per sample
 
 
 @dataclass
@@ -128,7 +126,7 @@ def check_args(args: ProbeArgs) -> None:
         ("encoder", args.encoder, ENCODERS),
         ("pooling", args.pooling, POOLINGS),
     ]
-    choices += [("probes", p, PROBES) for p in args.probes]
+    choices += [("probes", p, tuple(PROBES)) for p in args.probes]
     for key, value, allowed in choices:
         if value not in allowed:
             raise UsageError(f"{PROG}: {key}={value!r} is not one of {list(allowed)}")
@@ -158,6 +156,10 @@ def capped(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
     return Subset(dataset, order[:limit].sort().values.tolist())
 
 
+def _reads(probe: str) -> str:
+    return PROBES.get(probe).reads
+
+
 def select_encoder(method: nn.Module, choice: str) -> nn.Module:
     """``target``: the EMA target encoder (I-JEPA / V-JEPA evaluate it); ``context``: the
     online context encoder, trained by gradient."""
@@ -170,54 +172,16 @@ def select_encoder(method: nn.Module, choice: str) -> nn.Module:
 def run_probe(
     name: str, train: CachedFeatures, test: CachedFeatures, args: ProbeArgs, device
 ) -> ProbeResult:
-    """Fit probe ``name`` on cached training features; its accuracy on the test features."""
-    common = dict(val_fraction=args.val_fraction, seed=args.seed)
-    if name == "linear":
-        a = args.linear
-        return fit_linear_sweep(
-            (train.pooled, train.labels),
-            (test.pooled, test.labels),
-            lr_grid=tuple(a.lr),
-            weight_decay_grid=tuple(a.weight_decay),
-            epochs=a.epochs,
-            batch_size=a.batch_size,
-            device=device,
-            **common,
-        )
-    if name == "knn":
-        return fit_knn_probe(
-            (train.pooled, train.labels),
-            (test.pooled, test.labels),
-            ks=tuple(args.knn.k),
-            temperature=args.knn.temperature,
-            device=device,
-            **common,
-        )
-    if name == "attentive":
-        a = args.attentive
-        return fit_attentive_sweep(
-            (train.tokens, train.labels),
-            (test.tokens, test.labels),
-            num_heads=a.heads,
-            depth=a.depth,
-            epochs=a.epochs,
-            batch_size=a.batch_size,
-            lr_grid=tuple(a.lr),
-            weight_decay_grid=tuple(a.weight_decay),
-            device=device,
-            **common,
-        )
-    return fit_linear_probe(  # lbfgs: float64, refitted on the whole training split
-        (train.pooled.numpy(), train.labels.numpy()),
-        (test.pooled.numpy(), test.labels.numpy()),
-        val_fraction=args.val_fraction,
-        seed=args.seed,
-    )
+    """Fit the registered probe ``name`` (:data:`jepalab.eval.probes.PROBES`) on cached
+    training features, with its section of the arguments; its accuracy on the test split."""
+    probe = PROBES.get(name)
+    return probe.fit(train, test, getattr(args, name, None), device, args.val_fraction, args.seed)
 
 
 def pooling_notes(args: ProbeArgs) -> dict[str, str]:
     """What each requested probe reads, for the JSON and the table's title."""
-    notes = {p: f"{args.pooling}-pooled tokens" for p in args.probes if p in POOLED_PROBES}
+    notes = {p: f"{args.pooling}-pooled tokens" for p in args.probes if _reads(p) == "pooled"}
+    notes.update({p: "all tokens" for p in args.probes if _reads(p) == "tokens"})
     if "attentive" in args.probes:
         notes["attentive"] = "all tokens (learned cross-attention pooling)"
     if args.baselines:
@@ -339,8 +303,8 @@ def probe_run(args: ProbeArgs, out: Path | None = None) -> dict[str, Any]:
                 encoder,
                 splits[split],
                 raw_pixels=raw_pixels,
-                pooled=any(p in POOLED_PROBES for p in args.probes),
-                tokens="attentive" in args.probes,
+                pooled=any(_reads(p) == "pooled" for p in args.probes),
+                tokens=any(_reads(p) == "tokens" for p in args.probes),
                 pooling=args.pooling,
                 batch_size=args.batch_size,
                 device=device,
