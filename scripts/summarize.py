@@ -11,7 +11,8 @@ accuracies of ``probe.json`` and the numbers in ``eval/*.json``. ``--metrics`` t
 
 Seeds: ``--seeds`` groups the runs that differ only in ``trainer.seed`` and prints, per
 setting, the mean and 95% interval of each metric; ``--rank METRIC`` orders the settings and
-marks each neighbouring pair ``>`` (intervals separate) or ``≈`` (not separable):
+marks each neighbouring pair ``>`` (intervals separate) or ``≈`` (not separable);
+``--paired BASE`` ranks by the per-run difference to another metric of the same run:
 
     jepalab train -m experiment=ijepa_digits mask.num_targets=1,4 trainer.seed=0,1,2
     python scripts/summarize.py multirun/DATE/TIME --seeds --rank "probe/trained encoder"
@@ -23,7 +24,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from jepalab.eval.seeds import format_seed_table, group_seeds, ranking, seeds_json
+from jepalab.eval.seeds import (
+    add_difference,
+    format_seed_table,
+    group_seeds,
+    ranking,
+    seeds_json,
+)
 from jepalab.eval.summary import (
     DEFAULT_METRICS,
     format_csv,
@@ -54,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rank", default=None, help="with --seeds: order settings by a metric")
     parser.add_argument("--lower-is-better", action="store_true", help="for --rank (e.g. loss)")
+    parser.add_argument(
+        "--paired",
+        default=None,
+        metavar="BASE",
+        help="with --rank: rank by METRIC - BASE of the same run (e.g. the random-init probe)",
+    )
     opts = parser.parse_args(argv)
     try:
         summary = summarize(opts.root, opts.metrics, opts.sort, opts.desc)
@@ -74,13 +87,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def seed_text(summary, opts: argparse.Namespace) -> str:
     """The ``--seeds`` table (markdown, or JSON with every value), and the ``--rank`` line."""
-    groups = group_seeds(summary)
     if opts.format == "csv":
         raise ValueError("--seeds prints md or json")
+    rank = opts.rank
+    if opts.paired:
+        if not rank:
+            raise ValueError("--paired needs --rank")
+        rank = add_difference(summary, rank, opts.paired)
+    groups = group_seeds(summary)
     metrics = [m for m in summary.metric_columns if m != "step"]
     text = seeds_json(groups) if opts.format == "json" else format_seed_table(groups, metrics)
-    if opts.rank:
-        text += "\n\nranking: " + ranking(groups, opts.rank, not opts.lower_is_better)
+    if rank:
+        text += "\n\nranking: " + ranking(groups, rank, not opts.lower_is_better)
     return text
 
 

@@ -224,3 +224,31 @@ def test_the_script_prints_intervals_and_the_ranking(tmp_path, capsys):
     assert data[1]["seeds"] == [0, 1, 2] and len(data[1]["runs"]) == 3
     assert script.main([str(root), "--rank", "loss"]) == 2
     assert "--rank needs --seeds" in capsys.readouterr().err
+
+
+def test_paired_differences_separate_what_the_seed_moves_in_both(tmp_path, capsys):
+    """A seed that moves the trained and the random-init probe together hides a ranking in
+    the raw accuracies; their per-run difference shows it."""
+    root = tmp_path / "m"
+    job = 0
+    for targets, gain in ((1, 0.02), (4, 0.08)):
+        for seed, base in enumerate((0.30, 0.40, 0.35)):
+            config = base_config(targets, 5e-4)
+            config["trainer"]["seed"] = seed
+            probe = {
+                "trained encoder": {"test_accuracy": base + gain + 0.002 * seed},
+                "random-init encoder": {"test_accuracy": base},
+            }
+            write_run(root / str(job), config, [{"step": 20, "loss": 0.1}], probe)
+            job += 1
+    script = load_script()
+    args = [str(root), "--seeds", "--metrics", "probe/.*", "--rank", "probe/trained encoder"]
+    assert script.main(args) == 0
+    assert " ≈ " in capsys.readouterr().out.splitlines()[-1]
+    assert script.main([*args, "--paired", "probe/random-init encoder"]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert (
+        last == "ranking: mask.num_targets=4 [0.082 ± 0.005] > mask.num_targets=1 [0.022 ± 0.005]"
+    )
+    assert script.main([str(root), "--seeds", "--paired", "x"]) == 2
+    assert "--paired needs --rank" in capsys.readouterr().err

@@ -111,6 +111,23 @@ def group_seeds(summary: Summary, seed_key: str = SEED_KEY) -> list[SeedGroup]:
     return list(groups.values())
 
 
+def add_difference(summary: Summary, metric: str, base: str) -> str:
+    """Add ``metric - base`` to every run of ``summary`` that has both (e.g. the trained
+    encoder's probe accuracy over the random-init encoder's of the same seed) and return
+    its name. Differences within a seed cancel what the seed changes in both (the probe's
+    split, the initialisation), so their interval is the tighter test of a ranking."""
+    for key in (metric, base):
+        if key not in summary.metric_columns:
+            raise ValueError(f"no metric {key!r}; metrics: {summary.metric_columns}")
+    name = f"{metric} - {base}"
+    for run in summary.runs:
+        a, b = run.metrics.get(metric), run.metrics.get(base)
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+            run.metrics[name] = float(a) - float(b)
+    summary.metric_columns.append(name)
+    return name
+
+
 def ranking(groups: Sequence[SeedGroup], metric: str, higher_is_better: bool = True) -> str:
     """The settings ordered by ``metric``, each neighbouring pair marked ``>`` when the
     better one's interval lies entirely above the other's (separated) or ``≈`` when the
@@ -164,6 +181,7 @@ __all__ = [
     "SEED_KEY",
     "Interval",
     "SeedGroup",
+    "add_difference",
     "format_seed_table",
     "group_seeds",
     "interval",
