@@ -93,7 +93,7 @@ def run_protocol_evaluation(settings: PlanSettings) -> dict[str, Any]:
         "protocol": "stable-worldmodel dataset mode (jepalab.planning.protocol)",
         "env": settings.env,
         "data": str(root),
-        "settings": {k: v for k, v in vars(settings).items()},
+        "settings": dict(vars(settings)),
         "action_block": model_dim // action_dim,
         "goal_offset": GOAL_OFFSET,
         "budget": budget,

@@ -72,7 +72,7 @@ class SWMCostModel:
         size = int(config.get("encoder", {}).get("img_size", 64))
         return cls(world_model, action_dim=action_dim, image_size=size)
 
-    def _frame(self, value: Any, key: str) -> np.ndarray:
+    def _frame(self, value: Any) -> np.ndarray:
         """The first ``(H, W, 3)`` uint8 frame of ``info[key]`` (the same for every candidate)."""
         x = value.detach().cpu() if isinstance(value, Tensor) else torch.as_tensor(value)
         while x.ndim > 3:
@@ -102,7 +102,7 @@ class SWMCostModel:
         costs = torch.empty(b, s, dtype=torch.float32)
         for env in range(b):
             energy = self.world_model.make_energy(
-                self._frame(info["pixels"][env], "pixels"), self._frame(info["goal"][env], "goal")
+                self._frame(info["pixels"][env]), self._frame(info["goal"][env])
             )
             costs[env] = energy(steps[env].float()).float().cpu()
         self.calls += 1

@@ -97,8 +97,8 @@ def dataset_tasks(root: str | os.PathLike[str], **kwargs: Any) -> list[ProtocolT
 
 class ProtocolPolicy(Protocol):
     """Acts in an evaluation episode: ``(frame, goal_frame, info) -> (k, A)`` actions, all
-    executed before it is asked again (``k = 1``: closed loop). ``solves`` counts the calls
-    that planned (for seconds per solve); ``reset(task, seed)`` starts an episode."""
+    executed before it is asked again (``k = 1``: closed loop); each call is one timed solve.
+    ``reset(task, seed)`` starts an episode."""
 
     def reset(self, task: ProtocolTask, seed: int) -> None: ...
 
@@ -144,8 +144,8 @@ class ReplayActions:
         self.actions = _episode(self.root, task.episode).actions[task.start : task.goal]
 
     def __call__(self, frame: np.ndarray, goal_frame: np.ndarray, info: dict) -> np.ndarray:
-        if len(self.actions) == 0:
-            return np.zeros((EVAL_BUDGET, 2), dtype=np.float32)
+        if len(self.actions) == 0:  # replayed: stand still for the rest of the budget
+            return np.zeros((EVAL_BUDGET, self.actions.shape[-1]), dtype=np.float32)
         actions, self.actions = self.actions, self.actions[:0]
         return actions
 
