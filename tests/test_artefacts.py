@@ -117,7 +117,12 @@ def test_a_cli_checkpoint_converts_and_reloads_into_the_same_encoder(vit_run, tm
         for fmt in ("auto", "jepalab"):
             out = tmp_path / f"ijepa_{fmt}.pth"
             proc = jepalab(
-                "convert", "--from", fmt, "--to", "ijepa", str(ckpt), str(out), cwd=tmp_path
+                "convert",
+                f"src={ckpt}",
+                f"out={out}",
+                f"src_format={fmt}",
+                "out_format=ijepa",
+                cwd=tmp_path,
             )
             assert proc.returncode == 0, proc.stderr
             official = create_encoder("vit_tiny_patch16", checkpoint=out, **_vit_kwargs(ckpt))
@@ -196,7 +201,8 @@ def test_a_convnext_checkpoint_reloads_and_refuses_an_official_export(convnext_r
     with torch.no_grad():
         rebuilt = create_encoder("convnextv2_atto", checkpoint=ckpt).eval()
         assert torch.equal(rebuilt(x), target(x))
-    proc = jepalab("convert", "--to", "ijepa", str(ckpt), str(tmp_path / "x.pth"), cwd=tmp_path)
+    out = tmp_path / "x.pth"
+    proc = jepalab("convert", f"src={ckpt}", f"out={out}", "out_format=ijepa", cwd=tmp_path)
     assert proc.returncode == 2
     assert "ConvNeXt" in proc.stderr and "Vision Transformers only" in proc.stderr
     assert not (tmp_path / "x.pth").exists()

@@ -106,11 +106,21 @@ def test_every_command_reports_user_errors_as_one_line(tmp_path, capfd):
     missing = tmp_path / "missing"
     cases = [  # (argv, what the line must name)
         (["list", "--bogus"], "--bogus"),
-        (["collect", "--out", str(existing), "--episodes", "2"], str(existing)),
-        (["convert", "--from", "ijepa", "--to", "jepalab", str(missing), "out"], str(missing)),
-        (["convert", "--to", "nope", "a", "b"], "--to"),
-        (["convert-trajectories", str(arrays), str(tmp_path / "d")], "actions"),
-        (["convert-trajectories", str(missing), str(tmp_path / "d")], str(missing)),
+        (["collect", f"out={existing}", "episodes=2"], str(existing)),
+        (["collect", "episodes=two"], "episodes"),
+        (
+            ["convert", f"src={missing}", "out=o", "src_format=ijepa", "out_format=jepalab"],
+            str(missing),
+        ),
+        (["convert", "src=a", "out=b", "out_format=nope"], "out_format"),
+        (
+            ["convert", "--from", "ijepa"],
+            "src_format=ijepa instead of --from ijepa",
+        ),  # earlier style
+        (["convert-trajectories", f"src={arrays}", f"out={tmp_path / 'd'}"], "actions"),
+        (["convert-trajectories", f"src={missing}", f"out={tmp_path / 'd'}"], str(missing)),
+        (["convert-trajectories", str(arrays)], f"src={arrays}"),
+        (["collect", "--no-progress"], "progress=false"),
         (["eval"], "probe"),
         (["eval", "probe", f"ckpt={missing}"], str(missing)),
         (["eval", "probe", "ckpt=x", "linear.lrr=[0.1]"], "lrr"),
@@ -119,7 +129,7 @@ def test_every_command_reports_user_errors_as_one_line(tmp_path, capfd):
         (["plan"], "ckpt"),
         (["plan", f"ckpt={missing}", "planner=adam"], "planner"),
         (["plan", str(missing)], f"ckpt={missing}"),  # the argparse style of earlier versions
-        (["plan", "ckpt=x", "--episodes", "3"], "episodes=..."),
+        (["plan", "ckpt=x", "--episodes", "3"], "episodes=3 instead of --episodes 3"),
     ]
     for args, named in cases:
         prog = " ".join(["jepalab", *args[: 2 if args[0] == "eval" and len(args) > 1 else 1]])
@@ -212,7 +222,7 @@ def test_progress_in_a_log_file_is_lines_without_carriage_returns(tmp_path):
 
 
 def test_collect_progress_without_a_terminal(tmp_path, capfd):
-    assert main(["collect", "--out", str(tmp_path / "d"), "--episodes", "4", "--length", "3"]) == 0
+    assert main(["collect", f"out={tmp_path / 'd'}", "episodes=4", "length=3"]) == 0
     err = capfd.readouterr().err
     assert "\r" not in err and "writing episodes: episode 4/4 (100%)" in err
 
@@ -309,8 +319,8 @@ def test_plan_skips_a_damaged_newest_checkpoint_and_writes_per_policy(
     tmp_path, monkeypatch, caplog, capsys
 ):
     data = tmp_path / "two_rooms"
-    collect = ["collect", "--out", str(data), "--episodes", "20", "--length", "12"]
-    assert main([*collect, "--no-progress"]) == 0
+    collect = ["collect", f"out={data}", "episodes=20", "length=12"]
+    assert main([*collect, "progress=false"]) == 0
     tiny = [o for o in TINY_OVERRIDES if not o.startswith("data.batch_size")]
     run = tmp_path / "wm"
     train = ["train", "experiment=two_rooms_wm", *tiny, "data.batch_size=8"]

@@ -143,9 +143,9 @@ def test_bad_input_is_one_line(tmp_path, monkeypatch):
 
 def test_the_cli_collects_and_errors_in_one_line(tmp_path):
     out = tmp_path / "pusht"
-    cmd = [sys.executable, "-m", "jepalab.cli", "collect", "--env", PUSH_T, "--policy", "weak"]
+    cmd = [sys.executable, "-m", "jepalab.cli", "collect", f"env={PUSH_T}", "policy=weak"]
     done = subprocess.run(
-        [*cmd, "--episodes", "2", "--length", "12", "--size", "48", "--out", str(out)],
+        [*cmd, "episodes=2", "length=12", "size=48", f"out={out}"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]

@@ -553,8 +553,8 @@ def test_cli_convert_round_trip_and_jepalab_checkpoint_loads(tmp_path):
     src, mid, back = tmp_path / "in.pth", tmp_path / "mid.pt", tmp_path / "back.pth"
     ckpt = ijepa_checkpoint()
     torch.save(ckpt, src)
-    assert cli_main(["convert", "--from", "ijepa", "--to", "jepalab", str(src), str(mid)]) == 0
-    assert cli_main(["convert", "--from", "jepalab", "--to", "ijepa", str(mid), str(back)]) == 0
+    assert cli_main(["convert", f"src={src}", f"out={mid}", "out_format=jepalab"]) == 0
+    assert cli_main(["convert", f"src={mid}", f"out={back}", "out_format=ijepa"]) == 0
     restored = torch.load(back, weights_only=True)
     for role in ("encoder", "target_encoder", "predictor"):
         assert tensors_equal(restored[role], ckpt[role])
@@ -563,7 +563,10 @@ def test_cli_convert_round_trip_and_jepalab_checkpoint_loads(tmp_path):
     load_encoder(enc, mid)
     load_encoder(enc_direct, src)
     assert tensors_equal(enc.state_dict(), enc_direct.state_dict())
-    assert cli_main(["convert", "--from", "vjepa", "--to", "jepalab", str(src), str(mid)]) == 2
+    assert (
+        cli_main(["convert", f"src={src}", f"out={mid}", "src_format=vjepa", "out_format=jepalab"])
+        == 2
+    )
 
 
 # -- strict loading -------------------------------------------------------------------------
@@ -646,8 +649,8 @@ def test_an_import_the_weights_cannot_settle_says_so(caplog):
     encoder_only = {"target_encoder": ckpt["target_encoder"]}
     with caplog.at_level("WARNING", logger="jepalab.interop.checkpoint"):
         assert to_jepalab(encoder_only)["source"] == "vjepa"
-    assert "--from vjepa2" in caplog.text
+    assert "src_format=vjepa2" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="jepalab.interop.checkpoint"):
         to_jepalab(ckpt)  # encoder and predictor: no doubt, no warning
-    assert "--from" not in caplog.text
+    assert "src_format" not in caplog.text

@@ -392,18 +392,19 @@ def test_collect_writes_a_deterministic_dataset_with_door_crossings(tmp_path):
 
 def test_cli_collect_and_convert(tmp_path, capsys):
     out = tmp_path / "two_rooms"
-    args = ["collect", "--out", str(out), "--episodes", "6", "--length", "5", "--no-progress"]
+    args = ["collect", f"out={out}", "episodes=6", "length=5", "progress=false"]
     assert cli_main(args) == 0
     line = capsys.readouterr().out
     assert "6 episodes, 30 frames" in line and "cross the door" in line
     assert len(TrajectoryDataset(out, num_frames=4)) == 6 * 2
     assert cli_main(args) == 2  # refuses to overwrite
     assert "overwrite" in capsys.readouterr().err
-    assert cli_main([*args, "--overwrite", "--seed", "2"]) == 0
+    assert cli_main([*args, "overwrite=true", "seed=2"]) == 0
 
     src = tmp_path / "arrays.npz"
     np.savez(src, frames=np.zeros((2, 4, 8, 8), np.uint8), actions=np.ones((2, 3, 1)))
-    assert cli_main(["convert-trajectories", str(src), str(tmp_path / "conv"), "--fps", "4"]) == 0
+    conv = tmp_path / "conv"
+    assert cli_main(["convert-trajectories", f"src={src}", f"out={conv}", "fps=4"]) == 0
     assert read_meta(tmp_path / "conv")["fps"] == 4.0
     np.savez(src, frames=np.zeros((2, 4, 8, 8), np.uint8))
-    assert cli_main(["convert-trajectories", str(src), str(tmp_path / "conv2")]) == 2
+    assert cli_main(["convert-trajectories", f"src={src}", f"out={tmp_path / 'conv2'}"]) == 2

@@ -17,10 +17,7 @@ from .conftest import TINY_OVERRIDES
 
 def test_collect_pretrain_train_ac_and_plan_from_the_cli(tmp_path, capsys):
     data = tmp_path / "two_rooms"
-    assert (
-        main(["collect", "--out", str(data), "--episodes", "30", "--length", "12", "--no-progress"])
-        == 0
-    )
+    assert main(["collect", f"out={data}", "episodes=30", "length=12", "progress=false"]) == 0
     encoder_run = tmp_path / "encoder"
     tiny = [o for o in TINY_OVERRIDES if not o.startswith("data.batch_size")]
     assert (
@@ -116,10 +113,7 @@ def test_end_to_end_world_model_trains_resumes_and_plans_from_the_cli(tmp_path, 
     """experiment=two_rooms_wm: no pretrained encoder; one batch-standardised latent per frame;
     the plan output reports how the latent distance tracks the true distance."""
     data = tmp_path / "two_rooms"
-    assert (
-        main(["collect", "--out", str(data), "--episodes", "20", "--length", "12", "--no-progress"])
-        == 0
-    )
+    assert main(["collect", f"out={data}", "episodes=20", "length=12", "progress=false"]) == 0
     tiny = [o for o in TINY_OVERRIDES if not o.startswith("data.batch_size")]
     run = tmp_path / "wm"
     args = [

@@ -1,19 +1,18 @@
 r"""Arguments of every ``jepalab`` command, and the checks made before any compute.
 
-The evaluation commands take the same override syntax as ``jepalab train`` (OmegaConf dot
-lists: ``ckpt=runs/x probes=[linear,knn] sweep.lr=[1e-3,3e-4]``), checked against a schema so
-that a misspelt key or a wrong type is an error that names it. The others use
-:class:`ArgumentParser`, whose usage errors are one-line :class:`ConfigError`\ s.
+Every command but ``train`` (Hydra) takes ``key=value`` arguments in the syntax of ``jepalab
+train`` (OmegaConf dot lists: ``ckpt=runs/x probes=[linear,knn] sweep.lr=[1e-3,3e-4]``),
+checked against a dataclass schema so that a misspelt key or a wrong type is an error that
+names it (:func:`parse_overrides`). Flags of the argparse style of earlier versions
+(``--episodes 3``, a bare path) are answered with the ``key=value`` to type instead.
 :func:`check_output` makes sure a result file can be written before anything is computed.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import tempfile
-import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,14 +22,6 @@ from omegaconf.errors import OmegaConfBaseException
 from jepalab.errors import ConfigError
 
 T = TypeVar("T")
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """``argparse`` whose usage errors are :class:`ConfigError` (reported as one line by
-    :func:`main`) instead of a usage block and ``sys.exit(2)``."""
-
-    def error(self, message: str) -> typing.NoReturn:
-        raise ConfigError(f"{message} (--help lists the options)")
 
 
 def check_output(path: str | Path, option: str) -> Path:
@@ -60,7 +51,8 @@ class UsageError(ConfigError):
 
 
 def describe_schema(schema: type, prefix: str = "") -> list[str]:
-    """One ``key=default`` line per field of a (nested) dataclass schema."""
+    """One ``key=default`` line per field of a (nested) dataclass schema, followed by the
+    field's ``metadata["help"]`` where it has one."""
     lines = []
     for f in dataclasses.fields(schema):
         if f.default is not dataclasses.MISSING:
@@ -72,21 +64,62 @@ def describe_schema(schema: type, prefix: str = "") -> list[str]:
         if dataclasses.is_dataclass(default):
             lines += describe_schema(type(default), f"{prefix}{f.name}.")
             continue
-        lines.append(f"  {prefix}{f.name}={default}")
+        text = f.metadata.get("help")
+        lines.append(f"  {prefix}{f.name}={default}" + (f"  {text}" if text else ""))
     return lines
 
 
-def parse_overrides(args: Sequence[str], schema: type[T], prog: str) -> T:
+def _is_bool_field(schema: type, name: str) -> bool:
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    return name in fields and fields[name].type in (bool, "bool")
+
+
+def _old_style_hint(
+    arg: str, following: str | None, schema: type, aliases: Mapping[str, str]
+) -> tuple[str, str]:
+    """What to type instead of the flag ``arg`` (and the value ``following`` it, if it takes
+    one), and what that replaces: ``--episodes 3`` -> ``episodes=3``, ``--no-progress`` ->
+    ``progress=false``, ``--from ijepa`` -> ``src_format=ijepa`` with an alias."""
+    name, _, value = arg[2:].partition("=")
+    key = aliases.get(name, name.replace("-", "_"))
+    if key.startswith("no_") and _is_bool_field(schema, key[3:]):
+        return f"{key[3:]}=false", arg
+    if _is_bool_field(schema, key) and not value:
+        return f"{key}=true", arg
+    taken = following is not None and "=" not in following and not following.startswith("-")
+    if not value and taken:
+        return f"{key}={following}", f"{arg} {following}"
+    return f"{key}={value or '...'}", arg
+
+
+def parse_overrides(
+    args: Sequence[str],
+    schema: type[T],
+    prog: str,
+    *,
+    positional: str | None = None,
+    aliases: Mapping[str, str] | None = None,
+) -> T:
     """Parse ``key=value`` arguments into an instance of the dataclass ``schema``.
 
     Raises :class:`UsageError` naming the offending key (unknown key, wrong type, a
-    required ``???`` value not given, or an argument that is not ``key=value``).
+    required ``???`` value not given, or an argument that is not ``key=value``). An
+    argument in the argparse style of earlier versions gets the ``key=value`` to type
+    instead: ``--flag`` (``aliases`` maps an old flag name to its key), or a bare value,
+    taken as the key ``positional`` (e.g. ``"ckpt"``).
     """
-    bad = [a for a in args if "=" not in a or a.startswith("=")]
-    if bad:
-        raise UsageError(
-            f"{prog}: arguments are key=value, got {bad[0]!r}; `{prog} --help` lists the keys"
-        )
+    for i, arg in enumerate(args):
+        if arg.startswith("--"):
+            following = args[i + 1] if i + 1 < len(args) else None
+            hint, given = _old_style_hint(arg, following, schema, aliases or {})
+            raise UsageError(f"{prog}: arguments are key=value: {hint} instead of {given}")
+        if "=" not in arg or arg.startswith("="):
+            if positional:
+                hint = f"{positional}={arg}"
+                raise UsageError(f"{prog}: arguments are key=value: {hint} instead of {arg}")
+            raise UsageError(
+                f"{prog}: arguments are key=value, got {arg!r}; `{prog} --help` lists the keys"
+            )
     base = OmegaConf.structured(schema)
     try:
         merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(args)))

@@ -323,16 +323,7 @@ def check_settings(settings: PlanSettings) -> None:
 
 def parse_args(argv: Sequence[str]) -> PlanSettings:
     """``key=value`` arguments (``ckpt=`` required) into :class:`PlanSettings`."""
-    for arg in argv:  # the argparse style of earlier versions: say what to type instead
-        if arg.startswith("--"):
-            key = arg[2:].split("=")[0].replace("-", "_")
-            hint = {"no_progress": "progress=false", "baselines": "baselines=true"}
-            raise ConfigError(
-                f"arguments are key=value: {hint.get(key, key + '=...')} instead of {arg}"
-            )
-        if "=" not in arg:
-            raise ConfigError(f"arguments are key=value: the run is ckpt={arg}")
-    settings = parse_overrides(list(argv), PlanSettings, PROG)
+    settings = parse_overrides(list(argv), PlanSettings, PROG, positional="ckpt")
     check_settings(settings)
     return settings
 

@@ -361,7 +361,7 @@ def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help", "help") for a in argv):
         print(usage())
         return 0
-    args = parse_overrides(argv, ProbeArgs, PROG)
+    args = parse_overrides(argv, ProbeArgs, PROG, positional="ckpt")
     check_args(args)
     file = resolve_checkpoint(args.ckpt)  # before the output: a wrong ckpt makes no folder
     default = run_dir_of_checkpoint(args.ckpt, file) / "eval" / "probe.json"

@@ -75,7 +75,7 @@ def main(args: list[str]) -> int:
     if any(a in ("-h", "--help", "help") for a in args):
         print(__doc__ + "\nkeys (default):\n" + "\n".join(describe_schema(SurpriseArgs)))
         return 0
-    opts = parse_overrides(args, SurpriseArgs, PROG)
+    opts = parse_overrides(args, SurpriseArgs, PROG, positional="ckpt")
     bad = [e for e in opts.events if e not in EVENTS]
     if bad or not opts.events:
         raise UsageError(f"{PROG}: events={opts.events}: choose from {list(EVENTS)}")

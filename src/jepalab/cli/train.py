@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -85,4 +88,46 @@ def train(cfg: Config) -> dict[str, Any]:
     return summary
 
 
-__all__ = ["train"]
+def main(overrides: Sequence[str]) -> int:
+    """``jepalab train [key=value ...]``: Hydra composes the config, makes the run directory
+    (``.hydra/``) and runs sweeps; errors come back to :func:`jepalab.cli.dispatch.main` to
+    report as one line, instead of Hydra's own report."""
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import DictConfig
+
+    from jepalab.config import config_dir, register_configs
+
+    register_configs()
+    failed: list[Exception] = []
+
+    @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
+    def _main(cfg: DictConfig) -> None:
+        try:
+            validate_config(cfg)
+            if cfg.run_dir is None:
+                cfg.run_dir = HydraConfig.get().runtime.output_dir
+            train(cfg)
+        except Exception as exc:
+            if HydraConfig.get().mode == RunMode.MULTIRUN:
+                raise  # the launcher (maybe a SLURM job) must see the job fail
+            failed.append(exc)  # Hydra would print its own report and exit with 1
+
+    argv, full_error = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
+    sys.argv = ["jepalab", *overrides]
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # composition errors: raised, not printed + exit(1)
+    try:
+        _main()
+    finally:
+        sys.argv = argv
+        if full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = full_error
+    if failed:
+        raise failed[0]
+    return 0
+
+
+__all__ = ["main", "train"]

@@ -1,7 +1,7 @@
 """Collect episodes of a Gymnasium environment (stable-worldmodel's ``swm/TwoRoom-v1``,
 ``swm/PushT-v1``, ...) as a jepalab trajectory dataset (docs/trajectories.md).
 
-``jepalab collect --env swm/TwoRoom-v1 --policy expert --episodes 200 --out data/swm_tworoom``
+``jepalab collect env=swm/TwoRoom-v1 policy=expert episodes=200``
 
 Each episode stores the frames resized to ``image_size`` (RGB uint8), the actions the policy
 took, and the environment's true state at every frame (TwoRoom: the agent's position;
@@ -109,7 +109,7 @@ def collect_gymnasium(
     """
     if num_episodes < 1 or episode_length < 2:
         raise EnvError(
-            f"collect {env_id}: --episodes {num_episodes} must be >= 1 and --length "
+            f"collect {env_id}: episodes={num_episodes} must be >= 1 and length="
             f"{episode_length} >= 2"
         )
     env = GymnasiumEnv(env_id, image_size=image_size, **make_kwargs)

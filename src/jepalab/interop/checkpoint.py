@@ -1,6 +1,6 @@
 """Whole checkpoint files: detect the layout, convert official <-> jepalab, load strictly.
 
-A *jepalab interop file* (what ``jepalab convert --to jepalab`` writes) is a plain dict::
+A *jepalab interop file* (what ``jepalab convert out_format=jepalab`` writes) is a plain dict::
 
     {"format": "jepalab", "version": 1, "source": "vjepa2",
      "encoder": {...}, "target_encoder": {...}, "predictor": {...},   # jepalab key names
@@ -108,7 +108,7 @@ def detect_format(ckpt: Mapping[str, Any]) -> str:
     I-JEPA encoder embeds images (a 4-D ``patch_embed.proj.weight``); a V-JEPA 2 encoder or
     predictor has no sincos table (RoPE), or more mask tokens than V-JEPA's two; what remains
     is V-JEPA. An encoder-only V-JEPA 2 file that also saved its unused sincos table looks
-    like V-JEPA: name the layout then (``--from vjepa2`` / ``source="vjepa2"``, or build the
+    like V-JEPA: name the layout then (``src_format=vjepa2`` / ``source="vjepa2"``, or build the
     encoder with ``pos_embed="rope"``, which :func:`load_encoder` takes as the hint).
     """
     if ckpt.get("format") == JEPALAB or _is_trainer(ckpt):
@@ -218,12 +218,12 @@ def _warn_if_ambiguous(ckpt: Mapping[str, Any], detected: str) -> None:
     if detected == "vjepa" and "predictor" not in _roles(ckpt):
         log.warning(
             "read as a V-JEPA encoder (sincos table); a V-JEPA 2 encoder that kept its unused "
-            "sincos table looks the same: pass --from vjepa2 (source='vjepa2') if it is one"
+            "sincos table looks the same: pass src_format=vjepa2 (source='vjepa2') if it is one"
         )
     if detected == "vjepa2_ac":
         log.warning(
             "read as V-JEPA 2-AC without extrinsics (the released model): its "
-            "extrinsics_encoder is set aside; pass --from vjepa2_ac_extrinsics to use it"
+            "extrinsics_encoder is set aside; pass src_format=vjepa2_ac_extrinsics to use it"
         )
 
 

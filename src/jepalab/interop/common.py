@@ -45,7 +45,8 @@ class OfficialLayout:
     """How one official repository stores its models, and how to map them onto ours.
 
     Attributes:
-        name: the ``--from`` / ``--to`` name (``"ijepa"``, ``"vjepa"``, ``"vjepa2"``, ...).
+        name: the ``src_format`` / ``out_format`` name of ``jepalab convert`` (``"ijepa"``,
+            ``"vjepa"``, ``"vjepa2"``, ...).
         repo: the official repository.
         prefixes: the wrapper prefix each role is saved with (written back on export).
         encoder_kwargs: what our encoder needs to reproduce the official one (positions).

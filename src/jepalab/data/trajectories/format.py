@@ -88,7 +88,7 @@ def read_meta(root: str | os.PathLike[str]) -> dict[str, Any]:
     if not root.is_dir():
         raise FileNotFoundError(
             f"trajectory dataset {root} does not exist or is not a directory; write one with "
-            f"jepalab.data.trajectories.write_episodes or `jepalab collect --out {root}`."
+            f"jepalab.data.trajectories.write_episodes or `jepalab collect out={root}`."
         )
     path = root / META_FILE
     if not path.is_file():

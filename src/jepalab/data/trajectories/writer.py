@@ -144,7 +144,7 @@ def _prepare_root(root: Path, overwrite: bool) -> None:
     if existing and not overwrite:
         raise FileExistsError(
             f"write_episodes: {root} already holds a trajectory dataset (or an incomplete one); "
-            "pass overwrite=True (`--overwrite`) to replace it, or choose another directory."
+            "pass overwrite=True (`overwrite=true`) to replace it, or choose another directory."
         )
     # meta.json goes first, so that a crash below leaves a directory marked incomplete.
     (root / META_FILE).unlink(missing_ok=True)
