@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,16 @@ import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigAttributeError
 
-from jepalab.config import config_dir
+from jepalab.cli.validate import validate_config
+from jepalab.config import (
+    SCHEMAS,
+    MethodConfig,
+    config_dir,
+    config_from_checkpoint,
+    register_schema,
+)
 from jepalab.data.build import build_dataset
+from jepalab.errors import ConfigError
 from jepalab.methods.build import build_experiment
 
 from .conftest import compose_config
@@ -113,6 +122,50 @@ def test_misspelt_key_in_code_is_an_error():
     cfg = compose_config()
     with pytest.raises(ConfigAttributeError, match="epoch"):
         cfg.trainer.epoch = 3  # noqa: B010  (struct mode: no silent new keys)
+
+
+def test_each_method_has_only_its_own_keys():
+    """One schema per method family: a key only another method reads is an error naming it,
+    not a value silently ignored."""
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config(["method.ema=[0.9,1.0]"], "two_rooms_wm")  # action: no EMA
+    assert "ema" in str(err.value.__cause__) and "ActionMethodConfig" in str(err.value.__cause__)
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config(["method.auto_steps=3"])  # I-JEPA: no rollout
+    assert "auto_steps" in str(err.value.__cause__)
+    shared = compose_config(["method.regularizer=sigreg"], "two_rooms_wm")  # both: fine
+    assert shared.method.regularizer == "sigreg" and "target_layers" not in shared.method
+    with pytest.raises(ConfigError, match=r"method.name=action.*method=action"):
+        validate_config(compose_config(["method.name=action"]))  # the section stays I-JEPA's
+
+
+def test_a_checkpoint_config_is_read_through_its_method_schema(caplog):
+    """A config stored before the split (one flat method section of every method's keys)
+    reads back without a warning; a key no schema knows is named; a new method's schema,
+    registered in its module, types its keys."""
+    flat = {  # the method section of earlier versions: every method's keys in one
+        "name": "ijepa", "loss": "smooth_l1", "ema": [0.996, 1.0], "auto_steps": 2,
+        "encoder_checkpoint": None, "frame_pooling": "none", "regularizer": "none",
+    }  # fmt: skip
+    with caplog.at_level("WARNING", logger="jepalab.config"):
+        cfg = config_from_checkpoint({"config": {"method": flat}}, Path("old.pt"))
+    assert not caplog.text and "auto_steps" not in cfg.method and cfg.method.ema == [0.996, 1.0]
+    with caplog.at_level("WARNING", logger="jepalab.config"):
+        config_from_checkpoint({"config": {"method": {**flat, "bogus": 1}}}, Path("x.pt"))
+    assert "method.bogus" in caplog.text
+
+    @dataclass
+    class ToyMethodConfig(MethodConfig):
+        name: str = "toy"
+        temperature: float = 0.1
+
+    register_schema("method", "toy", ToyMethodConfig)
+    try:
+        stored = {"method": {"name": "toy", "temperature": "0.5"}}
+        cfg = config_from_checkpoint({"config": stored}, Path("toy.pt"))
+        assert cfg.method.temperature == 0.5  # typed: the string became a float
+    finally:
+        SCHEMAS["method"].pop("toy")
 
 
 def test_a_required_value_left_unset_is_named():

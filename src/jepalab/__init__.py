@@ -47,6 +47,8 @@ _EXPORTS: dict[str, str] = {
     "Config": "jepalab.config",
     "TrainerConfig": "jepalab.config",
     "OptimConfig": "jepalab.config",
+    "MethodConfig": "jepalab.config",
+    "register_schema": "jepalab.config",
     "compose_config": "jepalab.config",
     "build_experiment": "jepalab.methods.build",
     "Trainer": "jepalab.train",

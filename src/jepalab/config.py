@@ -9,12 +9,12 @@ Defaults here are the I-JEPA paper's; the YAML files under ``configs/`` cite the
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -71,19 +71,36 @@ class BlockMaskConfig:
 
 @dataclass
 class MaskConfig:
-    """Multi-block masks: ``multiblock`` (I-JEPA ``configs/in1k_vith14_ep300.yaml``) or
-    ``multiblock3d`` (V-JEPA; its mask configurations are the entries of ``blocks``)."""
+    """What every mask generator's section has (``masks.build.MASKS``). Each family has its
+    own schema, a subclass: :class:`Mask2DConfig` (I-JEPA's multi-block and its Table 6
+    alternatives), :class:`Mask3DConfig` (V-JEPA's 3-D multi-block)."""
+
+    name: str = MISSING
+    min_keep: int = 10  # tokens every context keeps at least
+    trim_to_batch_min: bool = False  # reference parity only: drops tokens
+    reference_quirks: bool = False  # reference parity only: its sampler's biases
+
+
+@dataclass
+class Mask2DConfig(MaskConfig):
+    """2-D masks of an image grid: ``multiblock`` (I-JEPA ``configs/in1k_vith14_ep300.yaml``)
+    and ``rasterized | block | random`` (I-JEPA Table 6)."""
 
     name: str = "multiblock"
     context_scale: list[float] = field(default_factory=lambda: [0.85, 1.0])
     target_scale: list[float] = field(default_factory=lambda: [0.15, 0.2])
     aspect_ratio: list[float] = field(default_factory=lambda: [0.75, 1.5])
     num_targets: int = 4
-    min_keep: int = 10
     allow_overlap: bool = False
-    trim_to_batch_min: bool = False  # reference parity only: drops tokens
-    reference_quirks: bool = False  # reference parity only: its sampler's biases
-    blocks: list[BlockMaskConfig] = field(default_factory=list)  # multiblock3d only
+
+
+@dataclass
+class Mask3DConfig(MaskConfig):
+    """V-JEPA's 3-D multi-block masks (``multiblock3d``): one mask configuration per entry
+    of ``blocks``, each with its own context and mask token."""
+
+    name: str = "multiblock3d"
+    blocks: list[BlockMaskConfig] = field(default_factory=list)
 
 
 @dataclass
@@ -115,20 +132,18 @@ class DataConfig:
 
 @dataclass
 class MethodConfig:
-    """The training objective."""
+    """What every training objective's section has: its registered name (``methods.build.
+    METHODS``), the exponent of its loss, and the anti-collapse regulariser
+    (jepalab.methods.regularizers; docs/regularizers.md).
 
-    name: str = "ijepa"  # ijepa | vjepa | action
-    loss: str = "smooth_l1"  # smooth_l1 (I-JEPA) | l1 (V-JEPA) | mse
+    Each method family has its own schema, a subclass with its own keys
+    (:class:`MaskedMethodConfig`, :class:`ActionMethodConfig`, or one a new method registers
+    with :func:`register_schema`); its YAML files start from it (``defaults:
+    [masked_schema, _self_]``), so a key that only another method reads is an error naming it.
+    """
+
+    name: str = MISSING
     loss_exp: float = 1.0  # exponent p of the l1 loss |d|^p / p (V-JEPA loss_exp)
-    ema: list[float] = field(default_factory=lambda: [0.996, 1.0])  # I-JEPA momentum schedule
-    target_layers: int = 1  # targets: 1 = last layer (paper) | L = mean of last L (ViT only)
-    # V-JEPA 2.1's dense predictive loss (docs/dense_loss.md; off by default):
-    dense_levels: int = 1  # encoder blocks supervised side by side (2.1: 4) | 1 = last only
-    context_loss_weight: float = 0.0  # λ of the context-token loss (2.1: 0.5) | 0 = off
-    context_loss_ramp: list[int] = field(default_factory=lambda: [0, 0])  # λ from 0, steps
-    context_loss_distance_weighting: bool = False  # 1/sqrt(distance to the masked region)
-    # anti-collapse (jepalab.methods.regularizers; docs/regularizers.md):
-    target: str = "ema"  # ema (I-JEPA/V-JEPA) | online: the context encoder, no gradient
     regularizer: str = "none"  # none | sigreg (LeJEPA) | vicreg (variance + covariance terms)
     # λ in (1 - λ) * prediction + λ * regulariser; None: sigreg 0.05 (LeJEPA), vicreg 0.5
     regularizer_weight: float | None = None
@@ -139,7 +154,31 @@ class MethodConfig:
     vicreg_std_target: float = 1.0  # gamma of the variance hinge (VICReg: 1)
     vicreg_variance_weight: float = 1.0  # (VICReg mu / lambda = 25 / 25)
     vicreg_covariance_weight: float = 0.04  # (VICReg nu / lambda = 1 / 25)
-    # action-conditioned (V-JEPA 2-AC) only:
+
+
+@dataclass
+class MaskedMethodConfig(MethodConfig):
+    """Masked-latent prediction against a target encoder: I-JEPA, V-JEPA (2, 2.1), LeJEPA's
+    online target (``configs/method/{ijepa,vjepa,vjepa2,vjepa2_1,lejepa}.yaml``)."""
+
+    name: str = "ijepa"  # ijepa | vjepa
+    loss: str = "smooth_l1"  # smooth_l1 (I-JEPA) | l1 (V-JEPA) | mse
+    ema: list[float] = field(default_factory=lambda: [0.996, 1.0])  # I-JEPA momentum schedule
+    target_layers: int = 1  # targets: 1 = last layer (paper) | L = mean of last L (ViT only)
+    # V-JEPA 2.1's dense predictive loss (docs/dense_loss.md; off by default):
+    dense_levels: int = 1  # encoder blocks supervised side by side (2.1: 4) | 1 = last only
+    context_loss_weight: float = 0.0  # λ of the context-token loss (2.1: 0.5) | 0 = off
+    context_loss_ramp: list[int] = field(default_factory=lambda: [0, 0])  # λ from 0, steps
+    context_loss_distance_weighting: bool = False  # 1/sqrt(distance to the masked region)
+    target: str = "ema"  # ema (I-JEPA/V-JEPA) | online: the context encoder, no gradient
+
+
+@dataclass
+class ActionMethodConfig(MethodConfig):
+    """The action-conditioned world model: V-JEPA 2-AC, and LeWM / PLDM-style end-to-end
+    training (``configs/method/action.yaml``)."""
+
+    name: str = "action"
     encoder_checkpoint: str | None = None  # an I-JEPA/V-JEPA run dir or checkpoint file
     auto_steps: int = 2  # rollout-loss steps (V-JEPA 2-AC: 2)
     trainable_encoder_blocks: int = 0  # 0 frozen (paper), k: last k blocks, -1: all
@@ -151,6 +190,36 @@ class MethodConfig:
     # PLDM's extra terms (Sobal et al. 2025), 0 = off; both need a trainable encoder:
     smoothness_weight: float = 0.0  # mean |z_{t+1} - z_t|^2 between consecutive frames
     inverse_dynamics_weight: float = 0.0  # MLP [z_t, z_{t+1}] -> a_t, normalised MSE
+
+
+# group -> {name of the option's component (``<group>.name``) -> its schema}: the config groups
+# whose options have schemas of their own (one per family), read back by config_from_checkpoint
+SCHEMAS: dict[str, dict[str, type]] = {"method": {}, "mask": {}}
+SCHEMA_BASES: dict[str, type] = {"method": MethodConfig, "mask": MaskConfig}
+
+
+def register_schema(group: str, family: str, schema: type, names: tuple[str, ...] = ()) -> None:
+    """Make ``schema`` the config schema of the components ``names`` (``<group>.name``;
+    default ``(family,)``) of ``group`` (``"method"`` or ``"mask"``).
+
+    Their YAML files in ``configs/<group>/`` start from it with ``defaults:
+    [<family>_schema, _self_]``, so every key is typed and a key of another family is an
+    error naming it; checkpoints are read back through it. Call it in the component's
+    module, next to its builder's registration, before composing a config.
+    """
+    if group not in SCHEMA_BASES:
+        raise ValueError(f"group {group!r} has no schemas per option; one of {list(SCHEMAS)}")
+    if not (isinstance(schema, type) and issubclass(schema, SCHEMA_BASES[group])):
+        raise TypeError(f"{schema!r} must subclass {SCHEMA_BASES[group].__name__}")
+    for name in names or (family,):
+        SCHEMAS[group][name] = schema
+    ConfigStore.instance().store(group=group, name=f"{family}_schema", node=schema)
+
+
+register_schema("method", "masked", MaskedMethodConfig, names=("ijepa", "vjepa"))
+register_schema("method", "action", ActionMethodConfig)
+register_schema("mask", "mask2d", Mask2DConfig, ("multiblock", "rasterized", "block", "random"))
+register_schema("mask", "mask3d", Mask3DConfig, ("multiblock3d",))
 
 
 @dataclass
@@ -233,9 +302,9 @@ class Config:
     run_dir: str | None = None  # None: runs/<name> (Hydra's output directory)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
-    mask: MaskConfig = field(default_factory=MaskConfig)
+    mask: MaskConfig = MISSING  # the schema of the chosen generator (SCHEMAS['mask'])
     data: DataConfig = field(default_factory=DataConfig)
-    method: MethodConfig = field(default_factory=MethodConfig)
+    method: MethodConfig = MISSING  # the schema of the chosen method (SCHEMAS["method"])
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -283,12 +352,37 @@ def compose_config(overrides: list[str] | None = None, experiment: str | None = 
 
 # ------------------------------------------------------------------ stored configurations
 def config_from_checkpoint(state: dict, file: Path) -> DictConfig:
-    """The :class:`Config` stored in a training checkpoint, validated against the schema."""
+    """The :class:`Config` stored in a training checkpoint, validated against the schema;
+    its ``method`` and ``mask`` sections against the schema of their component
+    (:data:`SCHEMAS`).
+
+    Keys this version does not know are dropped with a warning; keys of the one flat schema
+    of earlier versions that the component never read are dropped silently."""
     stored = state.get("config")
     if not stored:
         raise ValueError(f"{file} holds no run configuration; is it a jepalab checkpoint?")
     schema = OmegaConf.structured(Config)
     dropped: list[str] = []
+    stored = dict(stored)
+    for group, schemas in SCHEMAS.items():
+        if not stored.get(group):
+            continue  # not stored: the section stays unset
+        section = dict(stored[group])
+        name = section.get("name")
+        if name not in schemas:
+            log.warning(
+                "%s: %s.name=%r has no registered config schema (import its module first); "
+                "its own keys are ignored",
+                file,
+                group,
+                name,
+            )
+        section_schema = schemas.get(name, SCHEMA_BASES[group])
+        # keys of the one flat schema of earlier versions that this component never read
+        others = {f.name for cls in schemas.values() for f in fields(cls)}
+        keys = {f.name for f in fields(section_schema)}
+        stored[group] = {k: v for k, v in section.items() if k in keys or k not in others}
+        setattr(schema, group, OmegaConf.structured(section_schema))
     known = _known_keys(schema, stored, "", dropped)
     if dropped:
         log.warning(

@@ -11,8 +11,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from omegaconf import ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from jepalab.config import SCHEMAS
 from jepalab.errors import ConfigError
 from jepalab.eval.after_training import PROBES
 from jepalab.kernels.attention import BACKENDS as ATTENTION_BACKENDS
@@ -40,18 +41,39 @@ def validate_config(cfg: Any) -> None:
     ``data.batch_size=0: must be >= 1``. ``jepalab train`` calls it right after composing the
     config, :func:`jepalab.cli.train.train` again for configs built in Python.
     """
+    _check_schemas(cfg)
     for key, rule in _rules():
         value = _select(cfg, key)
+        if value is _ABSENT:  # a key of another method's schema
+            continue
         problem = rule(value)
         if problem:
             raise ConfigError(f"{key}={_show(value)}: {problem}")
-    for i, block in enumerate(cfg.mask.blocks or []):
+    blocks = _select(cfg, "mask.blocks")  # 3-D masks only
+    for i, block in enumerate([] if blocks is _ABSENT else blocks or []):
         for name, rule in _BLOCK_RULES:
             problem = rule(getattr(block, name))
             if problem:
                 key = f"mask.blocks[{i}].{name}"
                 raise ConfigError(f"{key}={_show(getattr(block, name))}: {problem}")
     _check_grid(cfg.encoder)
+
+
+def _check_schemas(cfg: Any) -> None:
+    """Each section with schemas per family (method, mask) was composed from the schema of
+    its ``name``: ``method=action`` chooses both; ``method.name=action`` alone would leave
+    I-JEPA's keys."""
+    for group, schemas in SCHEMAS.items():
+        section = getattr(cfg, group)
+        schema = OmegaConf.get_type(section) if isinstance(section, DictConfig) else type(section)
+        expected = schemas.get(section.name)
+        if expected is None or schema is None or issubclass(schema, expected):
+            continue  # an unknown name is reported by the <group>.name rule
+        raise ConfigError(
+            f"{group}.name={section.name}: the {group} section has the keys of "
+            f"{schema.__name__}, {section.name} needs {expected.__name__}'s; choose it with "
+            f"{group}=<configs/{group} option> (e.g. {group}={section.name}), not {group}.name"
+        )
 
 
 def _check_grid(enc: Any) -> None:
@@ -230,9 +252,20 @@ def _rules() -> list[tuple[str, Rule]]:
     ]
 
 
+_ABSENT = object()
+
+
 def _select(cfg: Any, key: str) -> Any:
+    """The value at the dotted ``key``, or ``_ABSENT`` where the schema has no such key."""
     for part in key.split("."):
-        cfg = getattr(cfg, part)
+        if isinstance(cfg, DictConfig):
+            if part not in cfg:
+                return _ABSENT
+            cfg = cfg[part]
+        else:
+            cfg = getattr(cfg, part, _ABSENT)
+        if cfg is _ABSENT:
+            return _ABSENT
     return cfg
 
 

@@ -4,7 +4,7 @@ V-JEPA's 3-D ones (``mask=multiblock3d``)."""
 
 from __future__ import annotations
 
-from jepalab.config import MaskConfig
+from jepalab.config import Mask2DConfig, Mask3DConfig, MaskConfig
 from jepalab.masks.collator import MaskGenerator
 from jepalab.masks.multiblock import MultiBlockMaskGenerator
 from jepalab.masks.multiblock3d import BlockSpec, MultiBlock3DMaskGenerator
@@ -25,7 +25,7 @@ def build_mask_generator(cfg: MaskConfig, grid_size: tuple[int, ...]) -> MaskGen
 
 
 @MASKS.register("multiblock3d")
-def build_multiblock3d(cfg: MaskConfig, grid_size: tuple[int, ...]) -> MaskGenerator:
+def build_multiblock3d(cfg: Mask3DConfig, grid_size: tuple[int, ...]) -> MaskGenerator:
     """V-JEPA's 3-D multi-block masks, one configuration per entry of ``mask.blocks``."""
     if not cfg.blocks:
         raise ValueError("mask.blocks is empty: multiblock3d needs mask configurations")
@@ -49,7 +49,7 @@ def build_multiblock3d(cfg: MaskConfig, grid_size: tuple[int, ...]) -> MaskGener
 
 
 @MASKS.register("multiblock")
-def build_multiblock(cfg: MaskConfig, grid_size: tuple[int, ...]) -> MaskGenerator:
+def build_multiblock(cfg: Mask2DConfig, grid_size: tuple[int, ...]) -> MaskGenerator:
     """I-JEPA's 2-D multi-block masks: one context block and ``num_targets`` targets."""
     if len(grid_size) != 2:
         raise ValueError(
@@ -69,7 +69,7 @@ def build_multiblock(cfg: MaskConfig, grid_size: tuple[int, ...]) -> MaskGenerat
     )
 
 
-def _fixed_targets(cfg: MaskConfig, count: int) -> None:
+def _fixed_targets(cfg: Mask2DConfig, count: int) -> None:
     if cfg.num_targets != count:
         raise ValueError(
             f"mask.name={cfg.name} has {count} target(s) per sample by definition "
@@ -78,14 +78,14 @@ def _fixed_targets(cfg: MaskConfig, count: int) -> None:
 
 
 @MASKS.register("rasterized")
-def build_rasterized(cfg: MaskConfig, grid_size: tuple[int, ...]) -> MaskGenerator:
+def build_rasterized(cfg: Mask2DConfig, grid_size: tuple[int, ...]) -> MaskGenerator:
     """I-JEPA Table 6 "rasterized": one quadrant predicts the other three."""
     _fixed_targets(cfg, 3)
     return RasterizedMaskGenerator(grid_size)
 
 
 @MASKS.register("block")
-def build_block(cfg: MaskConfig, grid_size: tuple[int, ...]) -> MaskGenerator:
+def build_block(cfg: Mask2DConfig, grid_size: tuple[int, ...]) -> MaskGenerator:
     """I-JEPA Table 6 "block": one large target block, its complement the context."""
     return BlockMaskGenerator(
         grid_size,
@@ -97,7 +97,7 @@ def build_block(cfg: MaskConfig, grid_size: tuple[int, ...]) -> MaskGenerator:
 
 
 @MASKS.register("random")
-def build_random(cfg: MaskConfig, grid_size: tuple[int, ...]) -> MaskGenerator:
+def build_random(cfg: Mask2DConfig, grid_size: tuple[int, ...]) -> MaskGenerator:
     """I-JEPA Table 6 "random": random patches are the target, the rest the context."""
     _fixed_targets(cfg, 1)
     return RandomMaskGenerator(
