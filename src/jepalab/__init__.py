@@ -10,9 +10,16 @@ docs/python.md; how the pieces fit: docs/architecture.md.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 __version__ = "0.1.0"
+
+# MKL's matrix products sum in an order that depends on the thread count unless its strict
+# conditional-numerical-reproducibility mode is on (read at its first call); with it, a run
+# resumed with another thread count, or on a loaded machine, computes the same bits
+# (docs/checkpoints.md). No measurable cost at our sizes; set MKL_CBWR yourself to override.
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
