@@ -45,8 +45,7 @@ from jepalab.methods.build import build_experiment
 from jepalab.train.optim import build_adamw
 from jepalab.train.trainer import move_to
 
-# ViT-Ti/16's own shape (width 192, 3 heads, depth 12) is spelled out: the base experiments
-# (digits) set a width-128 / 4-head ViT, which would otherwise carry over.
+# ViT-Ti/16's own shape (width 192, 3 heads, depth 12), spelled out so the point says it.
 REFERENCE_POINT = [
     "encoder=vit_tiny_patch16",
     "encoder.img_size=224",

@@ -3,14 +3,15 @@ the video variant, and their place in the registry and the experiment builder.""
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 
 from jepalab import create_encoder
+from jepalab.config import ConvNeXtEncoderConfig, ViTEncoderConfig
 from jepalab.methods.build import build_experiment
 from jepalab.models import ConvNeXt, list_encoders
 from jepalab.models.build import build_encoder
@@ -246,25 +247,32 @@ def test_gradients_reach_only_through_visible_tokens():
     assert images.grad[mask.expand_as(images) == 1].abs().max() > 0
 
 
-def test_experiments_switch_to_convnext_by_the_encoder_group_alone(caplog):
-    """``encoder=convnext_*`` in the ViT experiments: the ViT shape keys are reported as
-    ignored, the token grid is kept, and an unset predictor.num_heads gives heads of width 32."""
+def test_experiments_switch_to_convnext_by_the_encoder_group_alone():
+    """``encoder=convnext_*`` in the ViT experiments: the experiments set only the grid keys
+    every encoder has, so the ConvNeXt section has no ViT key, the token grid is kept, and an
+    unset predictor.num_heads gives heads of width 32."""
     for experiment, grid in (("ijepa_digits", (8, 8)), ("vjepa_moving_digits", (4, 8, 8))):
         cfg = compose_config(["encoder=convnextv2_atto"], experiment=experiment)
-        with caplog.at_level(logging.WARNING, logger="jepalab.models.build"):
-            exp = build_experiment(cfg)
-        assert "ignores encoder.embed_dim=128, encoder.depth=4, encoder.num_heads=4" in caplog.text
+        assert OmegaConf.get_type(cfg.encoder) is ConvNeXtEncoderConfig
+        assert "embed_dim" not in cfg.encoder
+        exp = build_experiment(cfg)
         encoder = exp.method.context_encoder
         assert isinstance(encoder, ConvNeXt) and encoder.grid_size == grid
         heads = cfg.predictor.num_heads or cfg.predictor.embed_dim // 32  # vjepa sets 4
         assert exp.method.predictor.predictor_blocks[0].attn.num_heads == heads
-        caplog.clear()
 
 
-def test_convnext_shape_keys_are_refused_for_a_vit():
-    cfg = compose_config(["encoder.dims=[8,16,32,64]"])
-    with pytest.raises(ValueError, match="encoder.dims shape a ConvNeXt"):
-        build_encoder(cfg.encoder)
+def test_each_encoder_family_has_only_its_own_keys():
+    """A ConvNeXt key given to a ViT (and the other way round) is an error naming the key;
+    a section of the wrong family is refused by the builder too."""
+    with pytest.raises(ConfigCompositionException, match="override 'encoder.dims'"):
+        compose_config(["encoder.dims=[8,16,32,64]"])
+    with pytest.raises(ConfigCompositionException, match="override 'encoder.embed_dim'"):
+        compose_config(["encoder=convnext_atto", "encoder.embed_dim=64"])
+    with pytest.raises(ValueError, match="needs a ConvNeXtEncoderConfig section"):
+        build_encoder(ViTEncoderConfig(name="convnext_atto", img_size=32))
+    encoder = build_encoder(ConvNeXtEncoderConfig(name="convnext_atto", img_size=32))
+    assert isinstance(encoder, ConvNeXt)
 
 
 def test_convnext_shape_overrides_apply():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field, fields
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -21,29 +22,48 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EncoderConfig:
-    """A registered encoder (``jepalab.models.list_encoders()``) and overrides of its shape."""
+    """What every encoder's section has: a registered encoder (``jepalab.models.
+    list_encoders()``), its input and token grid, and the training switches.
 
-    name: str = "vit_tiny_patch16"
+    Each encoder family has its own schema with its shape keys (:class:`ViTEncoderConfig`,
+    :class:`ConvNeXtEncoderConfig`, or one registered with :func:`register_schema`); the YAML
+    files in ``configs/encoder/`` start from it, so a ViT key given to a ConvNeXt is an error
+    naming it."""
+
+    name: str = MISSING
     img_size: int = 224
     in_chans: int = 3
     patch_size: int | None = None  # stride of the token (mask) grid; None: the model's
-    # ViT shape overrides (ignored, with a warning, by ConvNeXt encoders)
+    num_frames: int = 1  # > 1: a video encoder over tubelets (V-JEPA: 16)
+    tubelet_size: int = 2  # frames per tubelet (V-JEPA: 2)
+    drop_path_rate: float = 0.0
+    attn_backend: str = "auto"  # of the encoder's and the predictor's attention
+    grad_checkpointing: bool = False  # activation checkpointing of every block
+
+
+@dataclass
+class ViTEncoderConfig(EncoderConfig):
+    """A Vision Transformer (``configs/encoder/vit_*.yaml``); ``None``: the named size's."""
+
+    name: str = "vit_tiny_patch16"
     embed_dim: int | None = None
     depth: int | None = None
     num_heads: int | None = None
-    # ConvNeXt shape overrides: widths and blocks per stage (None: the named size's)
-    dims: list[int] | None = None
-    depths: list[int] | None = None
-    drop_path_rate: float = 0.0
-    attn_backend: str = "auto"
-    grad_checkpointing: bool = False  # activation checkpointing of every block
-    num_frames: int = 1  # > 1: a video ViT over tubelets (V-JEPA: 16)
-    tubelet_size: int = 2  # frames per tubelet (V-JEPA: 2)
     pos_embed: str = "sincos"  # sincos (I-JEPA, V-JEPA) | rope (V-JEPA 2)
     # rope only: rotate channels as V-JEPA 2's release does (two angles per pair, its
     # `.repeat` quirk) instead of true pairwise rotations; needed to export to vjepa2 /
     # vjepa2_ac, which no reordering of weights trained the other way can reproduce
     rope_reference_layout: bool = False
+
+
+@dataclass
+class ConvNeXtEncoderConfig(EncoderConfig):
+    """A ConvNeXt V1/V2 (``configs/encoder/convnext*.yaml``; docs/convnext.md): widths and
+    blocks per stage, ``None``: the named size's."""
+
+    name: str = "convnext_atto"
+    dims: list[int] | None = None
+    depths: list[int] | None = None
 
 
 @dataclass
@@ -192,15 +212,21 @@ class ActionMethodConfig(MethodConfig):
     inverse_dynamics_weight: float = 0.0  # MLP [z_t, z_{t+1}] -> a_t, normalised MSE
 
 
-# group -> {name of the option's component (``<group>.name``) -> its schema}: the config groups
-# whose options have schemas of their own (one per family), read back by config_from_checkpoint
-SCHEMAS: dict[str, dict[str, type]] = {"method": {}, "mask": {}}
-SCHEMA_BASES: dict[str, type] = {"method": MethodConfig, "mask": MaskConfig}
+# group -> {name (or fnmatch pattern) of the option's component (``<group>.name``) -> its
+# schema}: the config groups whose options have schemas of their own (one per family), read
+# back by config_from_checkpoint
+SCHEMAS: dict[str, dict[str, type]] = {"encoder": {}, "method": {}, "mask": {}}
+SCHEMA_BASES: dict[str, type] = {
+    "encoder": EncoderConfig,
+    "method": MethodConfig,
+    "mask": MaskConfig,
+}
 
 
 def register_schema(group: str, family: str, schema: type, names: tuple[str, ...] = ()) -> None:
-    """Make ``schema`` the config schema of the components ``names`` (``<group>.name``;
-    default ``(family,)``) of ``group`` (``"method"`` or ``"mask"``).
+    """Make ``schema`` the config schema of the components ``names`` (``<group>.name``, or
+    fnmatch patterns such as ``"vit_*"``; default ``(family,)``) of ``group`` (``"encoder"``,
+    ``"method"`` or ``"mask"``).
 
     Their YAML files in ``configs/<group>/`` start from it with ``defaults:
     [<family>_schema, _self_]``, so every key is typed and a key of another family is an
@@ -216,6 +242,21 @@ def register_schema(group: str, family: str, schema: type, names: tuple[str, ...
     ConfigStore.instance().store(group=group, name=f"{family}_schema", node=schema)
 
 
+def schema_for(group: str, name: Any) -> type | None:
+    """The schema registered for component ``name`` of ``group`` (an exact name first, then
+    the first matching pattern), or ``None``."""
+    schemas = SCHEMAS[group]
+    if name in schemas:
+        return schemas[name]
+    if isinstance(name, str):
+        for pattern, schema in schemas.items():
+            if fnmatchcase(name, pattern):
+                return schema
+    return None
+
+
+register_schema("encoder", "vit", ViTEncoderConfig, ("vit_*",))
+register_schema("encoder", "convnext", ConvNeXtEncoderConfig, ("convnext_*", "convnextv2_*"))
 register_schema("method", "masked", MaskedMethodConfig, names=("ijepa", "vjepa"))
 register_schema("method", "action", ActionMethodConfig)
 register_schema("mask", "mask2d", Mask2DConfig, ("multiblock", "rasterized", "block", "random"))
@@ -300,7 +341,7 @@ class Config:
 
     name: str = "default"
     run_dir: str | None = None  # None: runs/<name> (Hydra's output directory)
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    encoder: EncoderConfig = MISSING  # the schema of the chosen encoder (SCHEMAS['encoder'])
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     mask: MaskConfig = MISSING  # the schema of the chosen generator (SCHEMAS['mask'])
     data: DataConfig = field(default_factory=DataConfig)
@@ -353,7 +394,7 @@ def compose_config(overrides: list[str] | None = None, experiment: str | None = 
 # ------------------------------------------------------------------ stored configurations
 def config_from_checkpoint(state: dict, file: Path) -> DictConfig:
     """The :class:`Config` stored in a training checkpoint, validated against the schema;
-    its ``method`` and ``mask`` sections against the schema of their component
+    its ``encoder``, ``method`` and ``mask`` sections against the schema of their component
     (:data:`SCHEMAS`).
 
     Keys this version does not know are dropped with a warning; keys of the one flat schema
@@ -369,7 +410,8 @@ def config_from_checkpoint(state: dict, file: Path) -> DictConfig:
             continue  # not stored: the section stays unset
         section = dict(stored[group])
         name = section.get("name")
-        if name not in schemas:
+        section_schema = schema_for(group, name)
+        if section_schema is None:
             log.warning(
                 "%s: %s.name=%r has no registered config schema (import its module first); "
                 "its own keys are ignored",
@@ -377,7 +419,7 @@ def config_from_checkpoint(state: dict, file: Path) -> DictConfig:
                 group,
                 name,
             )
-        section_schema = schemas.get(name, SCHEMA_BASES[group])
+            section_schema = SCHEMA_BASES[group]
         # keys of the one flat schema of earlier versions that this component never read
         others = {f.name for cls in schemas.values() for f in fields(cls)}
         keys = {f.name for f in fields(section_schema)}

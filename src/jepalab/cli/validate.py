@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from jepalab.config import SCHEMAS
+from jepalab.config import SCHEMAS, schema_for
 from jepalab.errors import ConfigError
 from jepalab.eval.after_training import PROBES
 from jepalab.kernels.attention import BACKENDS as ATTENTION_BACKENDS
@@ -60,13 +60,13 @@ def validate_config(cfg: Any) -> None:
 
 
 def _check_schemas(cfg: Any) -> None:
-    """Each section with schemas per family (method, mask) was composed from the schema of
-    its ``name``: ``method=action`` chooses both; ``method.name=action`` alone would leave
-    I-JEPA's keys."""
-    for group, schemas in SCHEMAS.items():
+    """Each section with schemas per family (encoder, method, mask) was composed from the
+    schema of its ``name``: ``method=action`` chooses both; ``method.name=action`` alone would
+    leave I-JEPA's keys."""
+    for group in SCHEMAS:
         section = getattr(cfg, group)
         schema = OmegaConf.get_type(section) if isinstance(section, DictConfig) else type(section)
-        expected = schemas.get(section.name)
+        expected = schema_for(group, section.name)
         if expected is None or schema is None or issubclass(schema, expected):
             continue  # an unknown name is reported by the <group>.name rule
         raise ConfigError(

@@ -6,33 +6,35 @@ can be built from Python without Hydra.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
-from jepalab.config import EncoderConfig, PredictorConfig
+from jepalab.config import EncoderConfig, PredictorConfig, schema_for
 from jepalab.models.registry import create_encoder, create_predictor
-
-log = logging.getLogger(__name__)
-
 
 VIT_SHAPE_KEYS = ("embed_dim", "depth", "num_heads")
 CONVNEXT_SHAPE_KEYS = ("dims", "depths")
 
 
-def is_convnext(name: str) -> bool:
-    """Whether the registered encoder ``name`` is a ConvNeXt (V1 or V2)."""
-    return name.startswith("convnext")
-
-
 def build_encoder(cfg: EncoderConfig) -> nn.Module:
-    """The encoder named by ``cfg.name`` with the shape overrides of ``cfg``.
+    """The encoder named by ``cfg.name`` with the shape of ``cfg``: a
+    :class:`~jepalab.config.ViTEncoderConfig` (``embed_dim/depth/num_heads``, positions) or a
+    :class:`~jepalab.config.ConvNeXtEncoderConfig` (``dims/depths``), as a dataclass or a
+    composed section; the grid keys (``img_size``, ``patch_size``, ``num_frames``) are every
+    encoder's.
 
-    ViTs take ``embed_dim/depth/num_heads``, ConvNeXts ``dims/depths``. An experiment written
-    for a ViT keeps working with ``encoder=convnext_*``: its ViT shape keys are reported as
-    ignored, and the grid keys (``img_size``, ``patch_size``, ``num_frames``) apply to both.
+    Raises:
+        ValueError: If the section's schema is not the one registered for ``cfg.name``.
     """
+    expected = schema_for("encoder", cfg.name)
+    given = OmegaConf.get_type(cfg) if isinstance(cfg, DictConfig) else type(cfg)
+    if expected is not None and given is not None and not issubclass(given, expected):
+        raise ValueError(
+            f"encoder.name={cfg.name!r} needs a {expected.__name__} section, not "
+            f"{given.__name__} (choose the encoder with encoder=<configs/encoder option>)"
+        )
     kwargs: dict[str, Any] = dict(
         img_size=cfg.img_size, in_chans=cfg.in_chans, drop_path_rate=cfg.drop_path_rate
     )
@@ -40,34 +42,11 @@ def build_encoder(cfg: EncoderConfig) -> nn.Module:
         kwargs.update(num_frames=cfg.num_frames, tubelet_size=cfg.tubelet_size)
     if cfg.patch_size is not None:
         kwargs["patch_size"] = cfg.patch_size
-    own, foreign = (
-        (CONVNEXT_SHAPE_KEYS, VIT_SHAPE_KEYS)
-        if is_convnext(cfg.name)
-        else (VIT_SHAPE_KEYS, CONVNEXT_SHAPE_KEYS)
-    )
-    for key in own:
-        value = getattr(cfg, key)
+    for key in VIT_SHAPE_KEYS + CONVNEXT_SHAPE_KEYS:
+        value = getattr(cfg, key, None)
         if value is not None:
-            kwargs[key] = tuple(value) if isinstance(value, (list, tuple)) else value
-    ignored = {key: getattr(cfg, key) for key in foreign if getattr(cfg, key) is not None}
-    if is_convnext(cfg.name):
-        if cfg.pos_embed != "sincos":
-            ignored["pos_embed"] = cfg.pos_embed
-        if cfg.rope_reference_layout:
-            ignored["rope_reference_layout"] = True
-        if ignored:
-            log.warning(
-                "%s ignores %s: those keys shape a ViT; a ConvNeXt's widths come from its name "
-                "(override encoder.dims / encoder.depths)",
-                cfg.name,
-                ", ".join(f"encoder.{k}={v}" for k, v in ignored.items()),
-            )
-    else:
-        if ignored:
-            raise ValueError(
-                f"{', '.join(f'encoder.{k}' for k in ignored)} shape a ConvNeXt, but "
-                f"encoder.name={cfg.name!r} is not one"
-            )
+            kwargs[key] = tuple(value) if isinstance(value, (list, tuple, ListConfig)) else value
+    if hasattr(cfg, "pos_embed"):  # an attention encoder
         kwargs.update(attn_backend=cfg.attn_backend, pos_embed=cfg.pos_embed)
         if cfg.pos_embed == "rope":
             kwargs["rope_reference_layout"] = cfg.rope_reference_layout
@@ -125,6 +104,5 @@ __all__ = [
     "build_encoder",
     "build_predictor",
     "default_num_heads",
-    "is_convnext",
     "predictor_positions",
 ]

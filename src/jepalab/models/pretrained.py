@@ -34,7 +34,7 @@ def load_pretrained_encoder(
         raise ValueError(f"{file} holds no encoder configuration; is it a jepalab checkpoint?")
     # through the schema: keys of older versions get defaults, interpolations resolve
     encoder_section = config_from_checkpoint(state, file).encoder
-    enc_cfg = EncoderConfig(**OmegaConf.to_container(encoder_section, resolve=True))
+    enc_cfg = OmegaConf.to_object(encoder_section)  # the dataclass of its schema
     if single_frame and enc_cfg.num_frames > 1:
         enc_cfg.num_frames = enc_cfg.tubelet_size
     encoder = build_encoder(enc_cfg)
