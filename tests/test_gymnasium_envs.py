@@ -125,7 +125,7 @@ def test_bad_input_is_one_line(tmp_path, monkeypatch):
         collect_gymnasium(tmp_path / "x", PUSH_T, "expert", num_episodes=1, progress=False)
     with pytest.raises(EnvError, match="not one of"):
         collect_gymnasium(tmp_path / "x", TWO_ROOM, "clever", num_episodes=1, progress=False)
-    with pytest.raises(EnvError, match="--length 1 >= 2"):
+    with pytest.raises(EnvError, match="length=1 >= 2"):
         collect_gymnasium(tmp_path / "x", TWO_ROOM, episode_length=1, progress=False)
     real = importlib.import_module
 
@@ -152,7 +152,7 @@ def test_the_cli_collects_and_errors_in_one_line(tmp_path):
     assert "2 episodes, 24 frames" in done.stdout
     assert read_episode(out, 0).frames.shape == (12, 48, 48, 3)
     bad = subprocess.run(
-        [*cmd[:4], "--env", "swm/Nope-v1", "--out", str(tmp_path / "n")],
+        [*cmd[:4], "env=swm/Nope-v1", f"out={tmp_path / 'n'}"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert bad.returncode == 2
