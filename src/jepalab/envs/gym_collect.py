@@ -9,11 +9,14 @@ Push-T: agent x, y, block x, y, angle, agent velocity), plus the episode's goal 
 goal frame: what stable-worldmodel's dataset evaluation needs to put the environment back in
 a recorded state and aim it at a later one (``_set_state`` / ``_set_goal_state``).
 
-Policies (``--policy``):
+Policies (``policy=``):
 
 * ``random``: actions uniform in the action space;
 * ``expert``: stable-worldmodel's ``ExpertPolicy`` (TwoRoom only: to the target, through a
-  door when it is in the other room);
+  door when it is in the other room) with the noise of their data collection
+  (``scripts/data/collect_tworooms.py`` at 0.1.1: ``action_noise=2.0``,
+  ``action_repeat_prob=0.05``), so the agent wanders as in their ``tworoom`` dataset instead
+  of reaching the target and idling there;
 * ``weak``: stable-worldmodel's ``WeakPolicy`` (Push-T only: random moves within 100 px of
   the block, so that the agent pushes it), the data its Push-T models are trained on.
 """
@@ -38,12 +41,15 @@ Policy = Callable[[dict[str, Any]], np.ndarray]
 # the environments each of stable-worldmodel's scripted policies is written for
 _SCRIPTED = {"expert": ("swm/TwoRoom", "two_room", "ExpertPolicy"),
              "weak": ("swm/PushT", "pusht", "WeakPolicy")}  # fmt: skip
+# their collection scripts' settings (scripts/data/collect_{tworooms,weak_pusht}.py, 0.1.1)
+_COLLECTION_SETTINGS = {"expert": {"action_noise": 2.0, "action_repeat_prob": 0.05},
+                        "weak": {"dist_constraint": 100}}  # fmt: skip
 
 
 def make_policy(name: str, env: GymnasiumEnv, seed: int) -> Policy:
     """``info -> action`` for the policy ``name`` (module docstring), seeded."""
     if name not in POLICIES:
-        raise EnvError(f"--policy {name!r} is not one of {POLICIES}")
+        raise EnvError(f"policy={name!r} is not one of {POLICIES}")
     space = env.env.action_space
     if name == "random":
         rng = np.random.default_rng(seed)
@@ -54,10 +60,11 @@ def make_policy(name: str, env: GymnasiumEnv, seed: int) -> Policy:
         return lambda info: rng.uniform(low, high).astype(np.float32)
     prefix, module, cls = _SCRIPTED[name]
     if not env.env_id.startswith(prefix):
-        raise EnvError(f"--policy {name} is stable-worldmodel's {cls}, for {prefix}-* only")
+        raise EnvError(f"policy={name} is stable-worldmodel's {cls}, for {prefix}-* only")
     import importlib
 
-    policy = getattr(importlib.import_module(f"stable_worldmodel.envs.{module}"), cls)(seed=seed)
+    policy_cls = getattr(importlib.import_module(f"stable_worldmodel.envs.{module}"), cls)
+    policy = policy_cls(seed=seed, **_COLLECTION_SETTINGS[name])
     if name == "weak":  # written for World's vectorised env: give it a batch of one
         shape = (1, *space.shape)
         policy.set_env(
