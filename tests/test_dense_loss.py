@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from jepalab.config import compose_config
 from jepalab.data.sampling import SampleKey
 from jepalab.errors import CheckpointError
+from jepalab.eval.surprise import future_masks, window_surprise
 from jepalab.masks import MultiBlock3DMaskGenerator
 from jepalab.methods.build import build_experiment
 from jepalab.methods.dense import context_distance_weights, grid_coordinates, ramped_weight
@@ -195,6 +196,30 @@ def test_dense_training_resumes_exactly(dense_cfg, tmp_path):
     assert loaded.levels == [0, 1] and loaded.predictor.predictor_proj_context is not None
     for name, value in loaded.state_dict().items():
         assert torch.equal(value, resumed.method.state_dict()[name]), name
+
+
+def test_the_surprise_of_a_dense_run_is_its_last_levels_error(dense_cfg):
+    """``jepalab eval surprise`` on a V-JEPA 2.1 run: the predictor reads every level of the
+    context (it once got the last one only and failed on the shapes), and the surprise is the
+    L1 error of the last level, the encoder's output that V-JEPA predicts."""
+    method = build_experiment(dense_cfg).method.eval()
+    grid = method.context_encoder.grid_size
+    torch.manual_seed(0)
+    windows = torch.randn(2, 1, dense_cfg.encoder.num_frames, *[dense_cfg.encoder.img_size] * 2)
+    with torch.no_grad():
+        surprise = window_surprise(method, windows, context_frames=2)  # 1 of 2 tubelet steps
+        masks = future_masks(grid, 1, 2, mask_id=0)
+        levels = method.target_encoder(windows, levels=method.levels)
+        d = levels.shape[-1] // len(method.levels)
+        split = int(np.prod(grid[1:]))  # the tokens of the first tubelet step
+        target = F.layer_norm(levels[:, split:, -d:], (d,))  # the last level, layer-normed
+        context = method.context_encoder(windows, keep=masks.context, levels=method.levels)
+        prediction = method.predictor(
+            context, masks.context, masks.targets, masks.target_mask_ids()
+        )[:, -d:]
+    expected = (prediction.reshape(2, -1, d) - target).abs().mean((1, 2))
+    assert prediction.shape[0] == target.shape[0] * target.shape[1]
+    assert torch.allclose(surprise, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_bad_combinations_are_refused(dense_cfg):

@@ -265,6 +265,12 @@ class PossibleWorldOracle(nn.Module):
         index = batch.masks.targets.flat_index(n)
         return F.layer_norm(tokens.reshape(b * n, d)[index], (d,))
 
+    def encode_context(self, images: torch.Tensor, keep) -> torch.Tensor:
+        return self.context_encoder(images, keep=keep)
+
+    def last_level(self, features: torch.Tensor) -> torch.Tensor:
+        return features  # one level
+
     def memorise(self, clips: torch.Tensor, windows) -> None:
         per_step = int(np.prod(self.context_encoder.grid_size[1:]))
         split = windows.context_frames // self.context_encoder.tubelet_size * per_step

@@ -130,10 +130,13 @@ def window_surprise(
     mask_id: int = 0,
     context_windows: Tensor | None = None,
 ) -> Tensor:
-    """Surprise of each window: ``(B,)`` mean L1 between prediction and target features.
+    """Surprise of each window: ``(B,)`` mean L1 between prediction and target features
+    (under V-JEPA 2.1's deep supervision, of the last level: the encoder's output, what
+    V-JEPA predicts).
 
     Args:
-        method: an I-JEPA/V-JEPA method (``targets``, ``context_encoder``, ``predictor``).
+        method: an I-JEPA/V-JEPA method (``targets``, ``encode_context``, ``last_level``,
+            ``context_encoder``, ``predictor``).
         windows: ``(B, C, num_frames, H, W)`` normalised clips of the encoder's length.
         context_frames: leading frames given to the context encoder.
         mask_id: mask token of the predictor for the predicted tokens.
@@ -152,8 +155,9 @@ def window_surprise(
     seen = windows if context_windows is None else context_windows
     if seen.shape != windows.shape:
         raise ValueError(f"context_windows {tuple(seen.shape)} != windows {tuple(windows.shape)}")
-    context = encoder(seen, keep=masks.context)
+    context = method.encode_context(seen, masks.context)
     prediction = method.predictor(context, masks.context, masks.targets, masks.target_mask_ids())
+    prediction, target = method.last_level(prediction), method.last_level(target)
     per_token = token_loss(prediction.float(), target.float(), "l1")
     return per_token.reshape(len(windows), -1).mean(1)
 

@@ -196,6 +196,12 @@ class IJEPA(Method):
             return self.target_encoder(images, levels=self.levels)
         return self.target_encoder(images)
 
+    def encode_context(self, images: Tensor, keep: Ragged) -> Tensor:
+        """The context encoder's features of the ``keep`` tokens, as the predictor reads them:
+        with V-JEPA 2.1's deep supervision, the :attr:`levels` side by side."""
+        levels = {} if self.levels is None else {"levels": self.levels}
+        return self.context_encoder(images, keep=keep, **levels)
+
     def _normalize(self, features: Tensor) -> Tensor:
         """Layer norm without affine per token, per level when there are several (V-JEPA
         2.1 normalises each level's chunk of the concatenated target)."""
@@ -205,8 +211,9 @@ class IJEPA(Method):
         chunks = features.reshape(-1, len(self.levels), d // len(self.levels))
         return F.layer_norm(chunks, chunks.shape[-1:]).reshape(-1, d)
 
-    def _last_level(self, features: Tensor) -> Tensor:
-        """The encoder's own output out of multi-level features (the last chunk)."""
+    def last_level(self, features: Tensor) -> Tensor:
+        """The encoder's own output out of multi-level features (the last chunk); the
+        features themselves without V-JEPA 2.1's deep supervision."""
         if self.levels is None:
             return features
         return features[..., -(features.shape[-1] // len(self.levels)) :]
@@ -280,8 +287,7 @@ class IJEPA(Method):
             raise ValueError(f"{type(self).__name__} needs masked batches; use a MaskCollator")
         features = self.target_features(batch.images)
         target = self.targets(batch, features)
-        levels = {} if self.levels is None else {"levels": self.levels}
-        context = self.context_encoder(batch.images, keep=masks.context, **levels)
+        context = self.encode_context(batch.images, masks.context)
         inputs = (context, masks.context, masks.targets, masks.target_mask_ids())
         context_prediction = None
         if self.context_loss_weight > 0:
@@ -321,7 +327,7 @@ class IJEPA(Method):
         regulariser's value is already that of all processes' samples together (it reduces
         its statistics over ranks), so its share is ``batch.fraction`` of it per process and
         accumulation step."""
-        z = self._last_level(context)
+        z = self.last_level(context)
         if self.regularize_on == "pooled":
             ctx = batch.masks.context
             z = pooled(context, ctx.seq_ids().to(context.device), ctx.num_seqs)
@@ -344,7 +350,7 @@ class IJEPA(Method):
         else:
             groups = config_of_seq.repeat_interleave(masks.targets.lengths)
             names = tuple(f"mask{i}" for i in range(masks.num_mask_configs))
-        features = self._last_level(features)
+        features = self.last_level(features)
         return MonitorInputs(
             embeddings=features.mean(dim=1),
             tokens=features,
