@@ -258,13 +258,13 @@ def test_vit_averages_its_last_layers_for_targets():
         vit(x, last_layers=4)
 
 
-def test_target_layers_config(tiny_cfg):
+def test_target_layers_config(tiny_cfg, tiny_convnext_cfg):
     tiny_cfg.method.target_layers = 2
     exp = build_experiment(tiny_cfg)
     batch = exp.collate_fn([(exp.dataset[i], SampleKey(i, 0, 0)) for i in range(4)])
     full = exp.method.target_encoder(batch.images)
     assert not torch.allclose(exp.method.target_features(batch.images), full)
     assert torch.isfinite(exp.method(batch).loss)
-    tiny_cfg.encoder.name = "convnextv2_atto"
+    tiny_convnext_cfg.method.target_layers = 2  # a ViT option only
     with pytest.raises(ValueError, match="target_layers"):
-        build_experiment(tiny_cfg)
+        build_experiment(tiny_convnext_cfg)
