@@ -255,6 +255,17 @@ def schema_for(group: str, name: Any) -> type | None:
     return None
 
 
+def schema_mismatch(group: str, section: Any) -> tuple[type, type] | None:
+    """``(given, expected)`` when ``section`` (a composed section or a dataclass) does not
+    have the schema registered for its ``name`` (e.g. a ViT section renamed to a ConvNeXt),
+    else ``None``."""
+    given = OmegaConf.get_type(section) if isinstance(section, DictConfig) else type(section)
+    expected = schema_for(group, section.name)
+    if expected is None or given is None or issubclass(given, expected):
+        return None
+    return given, expected
+
+
 register_schema("encoder", "vit", ViTEncoderConfig, ("vit_*",))
 register_schema("encoder", "convnext", ConvNeXtEncoderConfig, ("convnext_*", "convnextv2_*"))
 register_schema("method", "masked", MaskedMethodConfig, names=("ijepa", "vjepa"))

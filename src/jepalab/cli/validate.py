@@ -11,9 +11,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig
 
-from jepalab.config import SCHEMAS, schema_for
+from jepalab.config import SCHEMAS, schema_mismatch
 from jepalab.errors import ConfigError
 from jepalab.eval.after_training import PROBES
 from jepalab.kernels.attention import BACKENDS as ATTENTION_BACKENDS
@@ -65,10 +65,10 @@ def _check_schemas(cfg: Any) -> None:
     leave I-JEPA's keys."""
     for group in SCHEMAS:
         section = getattr(cfg, group)
-        schema = OmegaConf.get_type(section) if isinstance(section, DictConfig) else type(section)
-        expected = schema_for(group, section.name)
-        if expected is None or schema is None or issubclass(schema, expected):
+        mismatch = schema_mismatch(group, section)
+        if mismatch is None:
             continue  # an unknown name is reported by the <group>.name rule
+        schema, expected = mismatch
         raise ConfigError(
             f"{group}.name={section.name}: the {group} section has the keys of "
             f"{schema.__name__}, {section.name} needs {expected.__name__}'s; choose it with "

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import ListConfig
 from torch import nn
 
-from jepalab.config import EncoderConfig, PredictorConfig, schema_for
+from jepalab.config import EncoderConfig, PredictorConfig, schema_mismatch
 from jepalab.models.registry import create_encoder, create_predictor
 
 VIT_SHAPE_KEYS = ("embed_dim", "depth", "num_heads")
@@ -28,9 +28,9 @@ def build_encoder(cfg: EncoderConfig) -> nn.Module:
     Raises:
         ValueError: If the section's schema is not the one registered for ``cfg.name``.
     """
-    expected = schema_for("encoder", cfg.name)
-    given = OmegaConf.get_type(cfg) if isinstance(cfg, DictConfig) else type(cfg)
-    if expected is not None and given is not None and not issubclass(given, expected):
+    mismatch = schema_mismatch("encoder", cfg)
+    if mismatch is not None:
+        given, expected = mismatch
         raise ValueError(
             f"encoder.name={cfg.name!r} needs a {expected.__name__} section, not "
             f"{given.__name__} (choose the encoder with encoder=<configs/encoder option>)"
