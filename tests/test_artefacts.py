@@ -220,9 +220,8 @@ def test_jepalab_eval_probes_a_cli_convnext_run(convnext_run, tmp_path):
         "max_train=60",
         "max_test=30",
         "probes=[linear]",
-        "linear.epochs=3",
-        "linear.lr=[0.01]",
-        "linear.weight_decay=[0.0001]",
+        "linear.l2=[0.001]",
+        "linear.max_iter=20",
         "progress=false",
         cwd=tmp_path,
     )

@@ -1,5 +1,5 @@
-"""The V-JEPA attentive probe: modules, the grid-searched fit, and its contract with the
-linear probe (shared :class:`ProbeResult` and table)."""
+"""The V-JEPA attentive probe: modules, the fit under the shared selection protocol, and its
+contract with the linear probe (shared :class:`ProbeResult` and table)."""
 
 from __future__ import annotations
 
@@ -132,6 +132,30 @@ def test_fit_is_deterministic_and_selects_on_the_training_split_only():
         first.val_accuracy,
         first.train_accuracy,
     )
+
+
+def test_the_picked_pair_is_refitted_on_the_whole_split():
+    """The shared protocol: the grid is scored on validation, and the reported probe is the
+    picked pair trained again on the whole training split, i.e. exactly a one-pair fit."""
+    x, y = needle_task(240, num_tokens=8, dim=16, seed=2)
+    train, test = (x[:160], y[:160]), (x[160:], y[160:])
+    kwargs = dict(epochs=2, batch_size=32, seed=1)
+    grid = fit_attentive_probe(
+        train, test, lr_grid=(1e-3, 1e-4), weight_decay_grid=(0.0, 0.5), **kwargs
+    )
+    assert [(g["lr"], g["weight_decay"]) for g in grid.grid] == [
+        (1e-3, 0.0), (1e-3, 0.5), (1e-4, 0.0), (1e-4, 0.5)
+    ]  # fmt: skip
+    assert grid.val_accuracy == max(g["val_accuracy"] for g in grid.grid)
+    one = fit_attentive_probe(
+        train,
+        test,
+        lr_grid=(grid.hparams["lr"],),
+        weight_decay_grid=(grid.hparams["weight_decay"],),
+        **kwargs,
+    )
+    assert one.grid == [] and one.val_accuracy != one.val_accuracy  # NaN: nothing selected
+    assert (one.test_accuracy, one.train_accuracy) == (grid.test_accuracy, grid.train_accuracy)
 
 
 def test_fit_rejects_pooled_features():

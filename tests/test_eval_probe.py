@@ -1,4 +1,5 @@
-"""`jepalab eval probe`: the one-pass linear sweep, k-NN, and the command on tiny trained runs."""
+"""`jepalab eval probe`: the linear probe against scikit-learn, the shared selection protocol,
+k-NN, and the command on tiny trained runs."""
 
 from __future__ import annotations
 
@@ -15,15 +16,14 @@ from jepalab.cli import main as cli_main
 from jepalab.cli.probe import ProbeArgs, probe_splits, select_encoder
 from jepalab.eval import (
     fit_knn_probe,
-    fit_linear_sweep,
-    head_accuracies,
+    fit_linear_probe,
     knn_predict,
-    train_linear_heads,
+    standardise,
+    train_logistic_regression,
 )
 from jepalab.eval.features import extract_features
 from jepalab.methods.build import build_experiment
 from jepalab.runs import load_run
-from jepalab.train.schedules import warmup_cosine
 from jepalab.train.setup import build_trainer
 
 from .conftest import TINY_OVERRIDES, TINY_VIDEO_OVERRIDES, compose_config
@@ -56,7 +56,7 @@ def clusters(n: int, dim: int = 16, num_classes: int = 4, seed: int = 0, random_
 
 def test_separable_features_are_probed_perfectly():
     train, test = clusters(600, seed=0), clusters(400, seed=1)
-    linear = fit_linear_sweep(train, test, epochs=20, lr_grid=(1e-2, 1e-1), seed=0)
+    linear = fit_linear_probe(train, test, seed=0)
     knn = fit_knn_probe(train, test, ks=(5, 20))
     for result in (linear, knn):
         assert result.test_accuracy >= 0.99 and result.val_accuracy >= 0.99
@@ -64,49 +64,45 @@ def test_separable_features_are_probed_perfectly():
 
 
 def test_random_labels_stay_at_chance():
-    """Labels independent of the features: the picked head and k must not beat chance (25%)
-    on the test split, even though the linear head can fit its training part."""
+    """Labels independent of the features: the picked penalty and k must not beat chance
+    (25%) on the test split, even though the linear probe fits its training split."""
     train = clusters(600, dim=64, seed=0, random_labels=True)
     test = clusters(1000, dim=64, seed=1, random_labels=True)
-    linear = fit_linear_sweep(train, test, epochs=30)
+    linear = fit_linear_probe(train, test)
     knn = fit_knn_probe(train, test)
     for result in (linear, knn):
         assert abs(result.test_accuracy - 0.25) < 0.06  # 4.4 standard errors
-    assert linear.train_accuracy > 0.35  # it did train: 64 dims memorise some of 480 points
+    assert linear.train_accuracy > 0.35  # it did fit: 64 dims memorise some of 600 points
 
 
-def test_every_grid_head_trains_as_if_alone_with_torch_adamw():
-    """The batched heads are independent: head g of the grid equals torch.optim.AdamW run on
-    one head with (lr_g, wd_g) and the same batches and schedule (bias not decayed)."""
-    x, y = clusters(100, dim=8, num_classes=3)
-    grid = [(1e-3, 0.0), (3e-2, 0.0), (3e-2, 3.0)]
-    w, b = train_linear_heads(x, y, 3, grid, epochs=3, batch_size=32, seed=5)
-    assert not torch.allclose(w[0], w[1]) and not torch.allclose(w[1], w[2])
-    assert w[2].norm() < 0.8 * w[1].norm()  # decay pulls the weights to zero
-    for g, (lr, wd) in enumerate(grid):
-        w_ref = torch.zeros(8, 3, requires_grad=True)
-        b_ref = torch.zeros(3, requires_grad=True)
-        opt = torch.optim.AdamW(
-            [{"params": [w_ref], "weight_decay": wd}, {"params": [b_ref], "weight_decay": 0.0}],
-            lr=lr,
-        )
-        gen, step = torch.Generator().manual_seed(5), 0
-        for _ in range(3):
-            for idx in torch.randperm(100, generator=gen).split(32):
-                step += 1
-                for group in opt.param_groups:
-                    group["lr"] = warmup_cosine(step, 4, 12, 0.0, lr, 0.0)
-                opt.zero_grad()
-                F.cross_entropy(x[idx] @ w_ref + b_ref, y[idx]).backward()
-                opt.step()
-        torch.testing.assert_close(w[g], w_ref.detach(), rtol=1e-4, atol=1e-6)
-        torch.testing.assert_close(b[g], b_ref.detach(), rtol=1e-4, atol=1e-6)
+@pytest.mark.parametrize("l2", [1e-4, 1e-2])
+def test_logistic_regression_is_scikit_learns_optimum(l2):
+    """The solver reaches the optimum of its convex objective: the weights, bias and class
+    probabilities of scikit-learn's multinomial LogisticRegression at the same penalty
+    (theirs: ``C * sum CE + ||W||^2 / 2``, ours: ``mean CE + l2 ||W||^2``, so
+    ``C = 1 / (2 l2 n)``), solved independently to a tight tolerance."""
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    x, y = nuisance_task(300, seed=2)
+    x = standardise(x.double())[0]
+    w, b = train_logistic_regression(x, y, 4, l2, max_iter=500)
+    ref = sklearn.LogisticRegression(C=1 / (2 * l2 * len(y)), tol=1e-10, max_iter=10_000)
+    ref.fit(x.numpy(), y.numpy())
+    torch.testing.assert_close(w, torch.from_numpy(ref.coef_.T), atol=2e-4, rtol=1e-3)
+    # The softmax is shift-invariant: compare biases up to a common constant.
+    theirs = torch.from_numpy(ref.intercept_)
+    torch.testing.assert_close(b - b.mean(), theirs - theirs.mean(), atol=2e-4, rtol=1e-3)
+    torch.testing.assert_close(
+        torch.softmax(x @ w + b, 1),
+        torch.from_numpy(ref.predict_proba(x.numpy())),
+        atol=1e-5,
+        rtol=0,
+    )
 
 
 def nuisance_task(n: int, seed: int, num_classes: int = 4):
     """The class shows in ``x[:K]`` under strong noise that ``x[K:]`` repeats: a linear
-    probe separates the classes only by learning to subtract the copy, which the first
-    gradient steps from zero (class-mean differences) do not see."""
+    probe separates the classes only by learning to subtract the copy, which a strongly
+    penalised one (weights near the class-mean differences) does not."""
     g = torch.Generator().manual_seed(seed)
     y = torch.randint(0, num_classes, (n,), generator=g)
     noise = 4.0 * torch.randn(n, num_classes, generator=g)
@@ -114,23 +110,42 @@ def nuisance_task(n: int, seed: int, num_classes: int = 4):
     return torch.cat([2.0 * torch.eye(num_classes)[y] + noise, copy], 1), y
 
 
-def test_sweep_reports_every_grid_point_and_picks_the_best_on_validation():
-    """Every grid point is really trained: a tiny lr stays near the mean-difference
-    classifier, a large one solves the task, weight decay changes the result; the pick is the
-    argmax of the validation accuracies."""
+def test_linear_probe_picks_on_validation_and_refits_on_the_whole_split():
+    """Every penalty is really fitted (a strong one cannot subtract the nuisance copy), the
+    pick is the argmax of the validation accuracies, the reported model is the picked
+    penalty refitted on the whole training split, and the test split changes nothing but
+    the test accuracy."""
     train, test = nuisance_task(500, seed=0), nuisance_task(300, seed=1)
-    result = fit_linear_sweep(
-        train, test, lr_grid=(1e-4, 0.1), weight_decay_grid=(0.0, 0.1), epochs=5, batch_size=32
-    )
-    assert [(g["lr"], g["weight_decay"]) for g in result.grid] == [
-        (1e-4, 0.0), (1e-4, 0.1), (0.1, 0.0), (0.1, 0.1)
-    ]  # fmt: skip
+    result = fit_linear_probe(train, test, l2_grid=(1.0, 1e-4))
+    assert [g["l2"] for g in result.grid] == [1.0, 1e-4]
     val = [g["val_accuracy"] for g in result.grid]
-    assert max(val[:2]) < 0.5 and min(val[2:]) > 0.9 and val[2] != val[3]
-    best = max(range(4), key=val.__getitem__)
-    assert result.val_accuracy == val[best]
-    assert result.hparams == {"lr": 0.1, "weight_decay": result.grid[best]["weight_decay"]}
-    assert result.test_accuracy > 0.9 and result.train_accuracy > 0.9
+    assert val[0] < 0.6 and val[1] > 0.9
+    assert result.hparams == {"l2": 1e-4} and result.val_accuracy == val[1]
+    x_train, x_test = standardise(train[0].double(), test[0].double())
+    w, b = train_logistic_regression(x_train, train[1], 4, 1e-4)
+    assert result.test_accuracy == float(((x_test @ w + b).argmax(1) == test[1]).double().mean())
+    assert result.train_accuracy == float(((x_train @ w + b).argmax(1) == train[1]).double().mean())
+    shuffled = (torch.randn_like(test[0]), test[1][torch.randperm(300)])
+    other = fit_linear_probe(train, shuffled, l2_grid=(1.0, 1e-4))
+    assert (other.hparams, other.grid, other.train_accuracy) == (
+        result.hparams,
+        result.grid,
+        result.train_accuracy,
+    )
+
+
+def test_a_one_point_grid_selects_nothing():
+    """One penalty / one k: fitted once on the whole split, no validation accuracy (None in
+    the JSON report, where strict JSON has no NaN)."""
+    train, test = clusters(200, seed=0), clusters(100, seed=1)
+    for result in (
+        fit_linear_probe(train, test, l2_grid=(1e-3,)),
+        fit_knn_probe(train, test, ks=(5,)),
+    ):
+        assert result.grid == [] and math.isnan(result.val_accuracy)
+        assert result.to_dict()["val_accuracy"] is None and result.test_accuracy > 0.99
+    with pytest.raises(ValueError, match="l2_grid is empty"):
+        fit_linear_probe(train, test, l2_grid=())
 
 
 def brute_force_knn(bank, labels, queries, k, temperature, num_classes):
@@ -162,13 +177,6 @@ def test_knn_matches_a_brute_force_vote_and_leaves_one_out():
     assert knn_predict(bank, labels, queries, 4, ks=(500,))[500].shape == (25,)  # k > n: all
 
 
-def test_head_accuracies_agree_with_a_plain_loop():
-    x, y = clusters(50, dim=6, num_classes=3)
-    w, b = torch.randn(4, 6, 3), torch.randn(4, 3)
-    expected = [float(((x @ w[g] + b[g]).argmax(1) == y).double().mean()) for g in range(4)]
-    assert head_accuracies(w, b, x, y, chunk=7) == pytest.approx(expected)
-
-
 # ----------------------------------------------------------------------------- the command
 
 FAST_PROBES = [
@@ -176,9 +184,8 @@ FAST_PROBES = [
     "max_test=80",
     "batch_size=80",
     "progress=false",
-    "linear.epochs=10",
-    "linear.lr=[0.01,0.1]",
-    "linear.weight_decay=[0.0001,0.1]",
+    "linear.l2=[0.0001,0.01]",
+    "linear.max_iter=30",
     "knn.k=[5,10]",
     "attentive.epochs=2",
     "attentive.lr=[0.001]",
@@ -224,7 +231,7 @@ def test_cli_probes_an_image_run_end_to_end(image_run, tmp_path, capsys):
     assert report["feature_shapes"]["target encoder"] == {"pooled": [32], "tokens": [64, 32]}
     assert report["feature_shapes"]["raw pixels"] == {"pooled": [1024], "tokens": [64, 16]}
     assert set(report["results"]) == {"target encoder", "raw pixels", "random-init encoder"}
-    grid_sizes = {"linear": 4, "knn": 2, "attentive": 2}
+    grid_sizes = {"linear": 2, "knn": 2, "attentive": 2}
     for by_probe in report["results"].values():
         assert set(by_probe) == {"linear", "knn", "attentive"}
         for probe, r in by_probe.items():
@@ -277,6 +284,9 @@ def test_cli_probes_a_video_run(tmp_path):
         ("encoder=online", "encoder"),
         ("probes=[linear,svm]", "svm"),
         ("max_train=many", "max_train"),
+        ("probes=[lbfgs]", "lbfgs"),  # one linear probe now: `linear`
+        ("linear.max_iter=0", "linear.max_iter"),
+        ("linear.l2=[0.1,-1]", "linear.l2"),
     ],
 )
 def test_bad_arguments_exit_2_naming_the_key(arg, named, image_run, capsys):
@@ -296,7 +306,7 @@ def test_missing_checkpoint_and_help(tmp_path, capsys):
         "ckpt=???",
         "encoder=target",
         "pooling=mean",
-        "linear.lr=",
+        "linear.l2=",
         "knn.k=",
         "attentive.depth=",
     ):
@@ -316,8 +326,8 @@ def test_a_checkpoint_with_foreign_weights_is_a_usage_error(image_run, tmp_path,
 def test_a_registered_probe_runs_from_the_command(image_run, tmp_path):
     """Adding a probe is one registered function: `jepalab eval probe probes=[NAME]` fits it
     on the same cached features, and the report says what it read."""
-    from jepalab.eval.linear_probe import ProbeResult
     from jepalab.eval.probes import PROBES, register_probe
+    from jepalab.eval.protocol import ProbeResult
 
     seen = {}
 

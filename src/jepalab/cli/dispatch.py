@@ -18,7 +18,7 @@ jepalab convert src=IN out=OUT out_format=FORMAT [src_format=FORMAT]
                                    auto detects), e.g. src=vitl.pt out=vitl_jl.pt out_format=jepalab
 jepalab eval probe ckpt=RUN [key=value ...]
                                    linear / k-NN / attentive probes of a run's frozen encoder
-                                   (target or context), lr x wd sweep; JSON + table
+                                   (target or context), picked on validation; JSON + table
 jepalab eval surprise ckpt=RUN [key=value ...]
                                    intuitive-physics surprise on procedural possible /
                                    impossible clip pairs: pairwise accuracy, AUROC, plot

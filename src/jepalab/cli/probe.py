@@ -8,16 +8,16 @@ probe splits (``data.probe.train/test`` of the run's config) once per encoder --
 trained encoder and, with ``baselines=true``, raw pixels and a randomly initialised encoder of
 the same shape -- and fits every requested probe on those cached features:
 
-* ``linear``: (lr x weight decay) grid of linear heads trained in one pass
-  (:func:`~jepalab.eval.fit_linear_sweep`), on pooled tokens;
+* ``linear``: logistic regression with its L2 penalty picked on validation
+  (:func:`~jepalab.eval.fit_linear_probe`, the probe ``jepalab train`` prints), on pooled
+  tokens;
 * ``knn``: weighted k-NN (:func:`~jepalab.eval.fit_knn_probe`), on pooled tokens;
-* ``attentive``: V-JEPA's attentive probe grid (:func:`~jepalab.eval.fit_attentive_sweep`),
-  on all tokens;
-* ``lbfgs``: the full-batch L-BFGS logistic regression that ``jepalab train`` prints
-  (:func:`~jepalab.eval.fit_linear_probe`), on pooled tokens.
+* ``attentive``: V-JEPA's attentive probe, a lr x weight-decay grid
+  (:func:`~jepalab.eval.fit_attentive_probe`), on all tokens.
 
-Every probe picks its hyper-parameters on a validation part of the training split; the test
-split is only used for the reported accuracy. Writes a JSON file (default
+Every probe follows one protocol (:mod:`jepalab.eval.protocol`): hyper-parameters picked on a
+validation part of the training split, the picked one fitted again on the whole split; the
+test split is only used for the reported accuracy. Writes a JSON file (default
 ``<run_dir>/eval/probe.json``) and prints a table.
 """
 
@@ -41,9 +41,9 @@ from jepalab.data.build import build_dataset, unset_probe_keys
 from jepalab.device import resolve_device
 from jepalab.eval.features import CachedFeatures, extract_features
 from jepalab.eval.knn import KNN_KS, KNN_TEMPERATURE
-from jepalab.eval.linear_probe import ProbeResult, format_hparams
-from jepalab.eval.linear_sweep import LR_GRID, WEIGHT_DECAY_GRID
+from jepalab.eval.linear_probe import L2_GRID, MAX_ITER
 from jepalab.eval.probes import PROBES
+from jepalab.eval.protocol import ProbeResult, format_hparams
 from jepalab.models.build import build_encoder
 from jepalab.runs import LoadedRun, load_run
 
@@ -56,13 +56,10 @@ POOLINGS = ("mean", "max")
 
 @dataclass
 class LinearArgs:
-    """The linear probe's grid, all heads trained together on the same batches (AdamW,
-    cosine schedule)."""
+    """The linear probe: L2 penalties tried on validation, L-BFGS iterations."""
 
-    lr: list[float] = field(default_factory=lambda: list(LR_GRID))
-    weight_decay: list[float] = field(default_factory=lambda: list(WEIGHT_DECAY_GRID))
-    epochs: int = 100
-    batch_size: int = 256
+    l2: list[float] = field(default_factory=lambda: list(L2_GRID))
+    max_iter: int = MAX_ITER
 
 
 @dataclass
@@ -90,7 +87,7 @@ class ProbeArgs:
     ckpt: str = MISSING  # a run directory (its newest checkpoint) or a checkpoint file
     probes: list[str] = field(default_factory=lambda: ["linear", "knn", "attentive"])
     encoder: str = "target"  # target (EMA; the paper's choice) | context (the online one)
-    pooling: str = "mean"  # tokens -> one vector for linear / knn / lbfgs: mean | max
+    pooling: str = "mean"  # tokens -> one vector for linear / knn: mean | max
     baselines: bool = True  # also probe raw pixels and a random-init encoder of that shape
     max_train: int | None = None  # a seeded random subset of the training split
     max_test: int | None = None
@@ -109,10 +106,9 @@ def usage() -> str:
     return (
         f"usage: {PROG} ckpt=RUN_DIR_OR_CHECKPOINT [key=value ...]\n\n"
         "Probes a trained I-JEPA / V-JEPA run's frozen encoder on its labelled probe splits.\n"
-        f"  probes:    any of {', '.join(PROBES)} (linear: lr x wd grid trained in one pass;\n"
-        "             lbfgs: the probe `jepalab train` prints)\n"
+        f"  probes:    any of {', '.join(PROBES)} (linear: the probe `jepalab train` prints)\n"
         f"  encoder:   {' | '.join(ENCODERS)} (target: the EMA encoder, the papers' choice)\n"
-        f"  pooling:   {' | '.join(POOLINGS)} over tokens for linear / knn / lbfgs; attentive "
+        f"  pooling:   {' | '.join(POOLINGS)} over tokens for linear / knn; attentive "
         "reads all tokens\n"
         "  baselines: also probe raw pixels and a random-init encoder of the same shape\n"
         "  out:       the JSON report; default <run_dir>/eval/probe.json\n\n"
@@ -135,14 +131,17 @@ def check_args(args: ProbeArgs) -> None:
     if not 0 < args.val_fraction < 1:
         raise UsageError(f"{PROG}: val_fraction={args.val_fraction} must be in (0, 1)")
     for key, grid in (
-        ("linear.lr", args.linear.lr),
-        ("linear.weight_decay", args.linear.weight_decay),
+        ("linear.l2", args.linear.l2),
         ("knn.k", args.knn.k),
         ("attentive.lr", args.attentive.lr),
         ("attentive.weight_decay", args.attentive.weight_decay),
     ):
         if not grid:
             raise UsageError(f"{PROG}: {key} is empty; give at least one value")
+    if args.linear.max_iter < 1:
+        raise UsageError(f"{PROG}: linear.max_iter={args.linear.max_iter} must be at least 1")
+    if any(l2 < 0 for l2 in args.linear.l2):
+        raise UsageError(f"{PROG}: linear.l2={args.linear.l2}: penalties must be >= 0")
 
 
 # ----------------------------------------------------------------------------- features
@@ -200,8 +199,12 @@ def format_probe_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     pw = max(len("probe"), *(len(p) for _, p, _ in rows)) + 2
     header = f"{'features':<{fw}}{'probe':<{pw}}{'test':>7}{'val':>7}{'train':>7}  hparams"
     lines = [header, "-" * (len(header) + 14)]
+
+    def percent(value: float | None) -> str:  # None: a one-point grid, nothing was selected
+        return f"{'-':>7}" if value is None else f"{100 * value:>6.1f}%"
+
     for features, probe, r in rows:
-        accs = "".join(f"{100 * r[k]:>6.1f}%" for k in ("test_accuracy", "val_accuracy"))
+        accs = "".join(percent(r[k]) for k in ("test_accuracy", "val_accuracy"))
         lines.append(
             f"{features:<{fw}}{probe:<{pw}}{accs}{100 * r['train_accuracy']:>6.1f}%"
             f"  {format_hparams(r['hparams'])}"
@@ -271,7 +274,7 @@ def probe_features(
         result = run_probe(probe, train, test, args, device)
         seconds = time.perf_counter() - start
         log.info("%s / %s: test %.1f%% (%.1fs)", name, probe, 100 * result.test_accuracy, seconds)
-        results[probe] = {**asdict(result), "seconds": round(seconds, 2)}
+        results[probe] = result.to_dict() | {"seconds": round(seconds, 2)}
     return results
 
 

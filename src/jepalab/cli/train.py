@@ -11,14 +11,13 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
 from typing import Any
 
 from jepalab.cli.validate import validate_config
 from jepalab.config import Config, to_plain
 from jepalab.data.build import unset_probe_keys
 from jepalab.eval.after_training import PROBES, probe
-from jepalab.eval.linear_probe import format_table
+from jepalab.eval.protocol import format_table
 from jepalab.methods.build import build_experiment
 from jepalab.runs import load_run
 from jepalab.train.resume import accept_run
@@ -81,7 +80,7 @@ def train(cfg: Config) -> dict[str, Any]:
         table = format_table(results)
         kind = "Linear probe" if cfg.eval.probe == "linear" else "Attentive probe"
         print(f"\n{kind} on frozen features (held-out split):\n" + table, flush=True)
-        summary["probe"] = {k: asdict(v) for k, v in results.items()}
+        summary["probe"] = {k: v.to_dict() for k, v in results.items()}
         summary["probe_splits"] = splits
         report = {**summary["probe"], "splits": splits}
         (run_dir / "probe.json").write_text(json.dumps(report, indent=2))

@@ -13,7 +13,8 @@ from jepalab.config import Config, to_plain
 from jepalab.data.build import build_dataset
 from jepalab.eval.attentive_probe import fit_attentive_probe
 from jepalab.eval.features import extract_features
-from jepalab.eval.linear_probe import ProbeResult, fit_linear_probe
+from jepalab.eval.linear_probe import fit_linear_probe
+from jepalab.eval.protocol import ProbeResult
 from jepalab.models.build import build_encoder
 
 log = logging.getLogger(__name__)

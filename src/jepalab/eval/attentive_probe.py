@@ -18,13 +18,19 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from jepalab.eval.linear_probe import ProbeResult, standardise
-from jepalab.eval.linear_sweep import SweepResult, checked_split, validation_split
+from jepalab.eval.protocol import (
+    Features,
+    ProbeResult,
+    checked_split,
+    grid_report,
+    pick,
+    standardise,
+    validation_split,
+)
 from jepalab.kernels.attention import attention
 from jepalab.models.layers import Block, init_transformer_weights
 from jepalab.models.layers.block import Mlp
@@ -32,8 +38,6 @@ from jepalab.train.optim import build_adamw
 from jepalab.train.schedules import warmup_cosine
 
 NORM_EPS = 1e-5  # nn.LayerNorm's default, used by the official probes
-
-Features = tuple[Tensor | np.ndarray, Tensor | np.ndarray]
 
 
 class CrossAttention(nn.Module):
@@ -252,38 +256,34 @@ def fit_attentive_probe(
     seed: int = 0,
     device: torch.device | str = "cpu",
 ) -> ProbeResult:
-    """The attentive probe's counterpart of :func:`~jepalab.eval.fit_linear_probe`.
+    """V-JEPA's attentive probe on tokens ``(n, N, D)`` under the shared protocol
+    (:mod:`jepalab.eval.protocol`).
 
-    Tokens ``(n, N, D)`` are standardised per channel with training statistics. The probes of
-    the ``lr_grid x weight_decay_grid`` grid are trained on the training split minus a
-    validation part (``val_fraction``); the pair with the best validation accuracy (the first
-    in grid order on ties) is refitted on the whole training split. The test split is used
-    for the reported accuracy only. A one-pair grid needs no selection: it is trained once on
-    the whole training split (``val_accuracy`` is then NaN). Deterministic given ``seed`` (fp32).
+    The probes of the ``lr_grid x weight_decay_grid`` grid are trained together
+    (:func:`train_attentive_classifiers`) on the training split minus a validation part,
+    tokens standardised per channel with that part's statistics; the pair with the best
+    validation accuracy is trained again on the whole training split (standardised with its
+    statistics) and evaluated on ``test``. A one-pair grid is trained once, on the whole
+    training split. Deterministic given ``seed`` (fp32).
     """
     grid = [(lr, wd) for lr in lr_grid for wd in weight_decay_grid]
     if not grid:
         raise ValueError("fit_attentive_probe: lr_grid and weight_decay_grid must not be empty")
-    options = dict(num_heads=num_heads, depth=depth, epochs=epochs, batch_size=batch_size)
-    best, val_accuracy = grid[0], float("nan")
-    if len(grid) > 1:  # pick on the validation part, exactly as the sweep does
-        sweep = fit_attentive_sweep(
-            train,
-            test,
-            lr_grid=lr_grid,
-            weight_decay_grid=weight_decay_grid,
-            val_fraction=val_fraction,
-            seed=seed,
-            device=device,
-            **options,
-        )
-        best, val_accuracy = (
-            (sweep.hparams["lr"], sweep.hparams["weight_decay"]),
-            sweep.val_accuracy,
-        )
     x_train, y_train = (t.to(device) for t in checked_split(train, "train", tokens=True))
     x_test, y_test = (t.to(device) for t in checked_split(test, "test", tokens=True))
     num_classes = int(max(y_train.max(), y_test.max())) + 1
+    options = dict(num_heads=num_heads, depth=depth, epochs=epochs, batch_size=batch_size)
+    best, report = grid[0], []
+    if len(grid) > 1:
+        fit, val = (i.to(device) for i in validation_split(len(y_train), val_fraction, seed))
+        x_fit, x_val = standardise(x_train[fit], x_train[val])
+        probes = train_attentive_classifiers(
+            x_fit, y_train[fit], num_classes, grid, seed=seed, **options
+        )
+        val_acc = [_accuracy(p, x_val, y_train[val], batch_size) for p in probes]
+        best = grid[pick(val_acc)]
+        report = grid_report([{"lr": lr, "weight_decay": wd} for lr, wd in grid], val_acc)
+        del probes
     xs_train, xs_test = standardise(x_train, x_test)
     (model,) = train_attentive_classifiers(
         xs_train, y_train, num_classes, [best], seed=seed, **options
@@ -292,54 +292,8 @@ def fit_attentive_probe(
         train_accuracy=_accuracy(model, xs_train, y_train, batch_size),
         test_accuracy=_accuracy(model, xs_test, y_test, batch_size),
         hparams={"lr": best[0], "weight_decay": best[1]},
-        val_accuracy=val_accuracy,
-    )
-
-
-def fit_attentive_sweep(
-    train: Features,
-    test: Features,
-    *,
-    num_heads: int = 4,
-    depth: int = 1,
-    epochs: int = 20,
-    batch_size: int = 128,
-    lr_grid: tuple[float, ...] = (1e-3, 3e-4),
-    weight_decay_grid: tuple[float, ...] = (0.01, 0.1),
-    val_fraction: float = 0.2,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-) -> SweepResult:
-    """The attentive probe as ``jepalab eval probe`` runs it: one pass over the grid.
-
-    As :func:`fit_attentive_probe`, but the probe picked on the validation part is reported
-    as it is, without refitting on the whole training split (so the grid is trained once,
-    V-JEPA style, and the test accuracy is that of the picked probe), and every grid point's
-    validation accuracy is returned (``grid``). Tokens are standardised with statistics of the
-    fitting part; ``train_accuracy`` is measured on that part.
-    """
-    x_train, y_train = checked_split(train, "train", tokens=True)
-    x_test, y_test = (t.to(device) for t in checked_split(test, "test", tokens=True))
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
-    grid = [(lr, wd) for lr in lr_grid for wd in weight_decay_grid]
-    if not grid:
-        raise ValueError("fit_attentive_sweep: lr_grid and weight_decay_grid must not be empty")
-    fit, val = validation_split(len(y_train), val_fraction, seed)
-    x_fit, x_val, x_test = (t.to(device) for t in standardise(x_train[fit], x_train[val], x_test))
-    y_fit, y_val = y_train[fit].to(device), y_train[val].to(device)
-    options = dict(num_heads=num_heads, depth=depth, epochs=epochs, batch_size=batch_size)
-    probes = train_attentive_classifiers(x_fit, y_fit, num_classes, grid, seed=seed, **options)
-    val_acc = [_accuracy(p, x_val, y_val, batch_size) for p in probes]
-    best = max(range(len(grid)), key=val_acc.__getitem__)
-    return SweepResult(
-        train_accuracy=_accuracy(probes[best], x_fit, y_fit, batch_size),
-        test_accuracy=_accuracy(probes[best], x_test, y_test, batch_size),
-        hparams={"lr": grid[best][0], "weight_decay": grid[best][1]},
-        val_accuracy=val_acc[best],
-        grid=[
-            {"lr": lr, "weight_decay": wd, "val_accuracy": acc}
-            for (lr, wd), acc in zip(grid, val_acc, strict=True)
-        ],
+        val_accuracy=max(g["val_accuracy"] for g in report) if report else float("nan"),
+        grid=report,
     )
 
 
@@ -349,6 +303,5 @@ __all__ = [
     "CrossAttention",
     "CrossAttentionBlock",
     "fit_attentive_probe",
-    "fit_attentive_sweep",
     "train_attentive_classifiers",
 ]

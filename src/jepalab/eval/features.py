@@ -1,5 +1,5 @@
 """The one feature extractor of the evaluations: a labelled split through a frozen encoder,
-once, keeping pooled vectors (linear, k-NN, L-BFGS probes) and/or all tokens (attentive
+once, keeping pooled vectors (linear and k-NN probes) and/or all tokens (attentive
 probe). Unreadable samples are left out (counted by the caller), not replaced."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from jepalab.progress import progress_bar
 class CachedFeatures:
     """One encoder's features of one split, kept in memory for every probe (CPU, fp32)."""
 
-    pooled: Tensor | None  # (n, D): what linear / k-NN / L-BFGS read
+    pooled: Tensor | None  # (n, D): what the linear and k-NN probes read
     tokens: Tensor | None  # (n, N, D): what the attentive probe reads
     labels: Tensor  # (n,)
 

@@ -15,7 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from jepalab.eval.linear_sweep import Features, SweepResult, checked_split, validation_split
+from jepalab.eval.protocol import (
+    Features,
+    ProbeResult,
+    checked_split,
+    grid_report,
+    pick,
+    validation_split,
+)
 
 KNN_KS = (10, 20, 50)
 KNN_TEMPERATURE = 0.07  # DINO's
@@ -69,39 +76,42 @@ def fit_knn_probe(
     val_fraction: float = 0.2,
     seed: int = 0,
     device: torch.device | str = "cpu",
-) -> SweepResult:
-    """k-NN classifier on pooled features ``(n, D)``: the :class:`SweepResult` counterpart of
-    :func:`~jepalab.eval.fit_linear_sweep`.
+) -> ProbeResult:
+    """k-NN classifier on pooled features ``(n, D)`` under the shared protocol
+    (:mod:`jepalab.eval.protocol`).
 
     ``k`` is picked on a validation part (``val_fraction``) of the training split, searching
-    the rest of it (the first ``k`` of ``ks`` on ties). Test queries then search the whole
-    training split; ``train_accuracy`` is its leave-one-out accuracy. Features are used as
-    given (no standardisation, as DINO), only L2-normalised. ``hparams``: ``{"k": ...}``.
+    the rest of it (the first ``k`` of ``ks`` on ties); one ``k`` is taken as it is. Test
+    queries then search the whole training split (k-NN's "refit"); ``train_accuracy`` is its
+    leave-one-out accuracy. Features are used as given (no standardisation, as DINO), only
+    L2-normalised. ``hparams``: ``{"k": ...}``.
     """
     if not ks:
         raise ValueError("fit_knn_probe: ks is empty")
     x_train, y_train = (t.to(device) for t in checked_split(train, "train"))
     x_test, y_test = (t.to(device) for t in checked_split(test, "test"))
     num_classes = int(max(y_train.max(), y_test.max())) + 1
-    fit, val = (i.to(device) for i in validation_split(len(y_train), val_fraction, seed))
     options = dict(num_classes=num_classes, temperature=temperature)
-    val_preds = knn_predict(x_train[fit], y_train[fit], x_train[val], ks=ks, **options)
-    val_acc = [float((val_preds[k] == y_train[val]).double().mean()) for k in ks]
-    best = max(range(len(ks)), key=val_acc.__getitem__)
-    k = ks[best]
+    k, report = ks[0], []
+    if len(ks) > 1:
+        fit, val = (i.to(device) for i in validation_split(len(y_train), val_fraction, seed))
+        val_preds = knn_predict(x_train[fit], y_train[fit], x_train[val], ks=ks, **options)
+        val_acc = [float((val_preds[k] == y_train[val]).double().mean()) for k in ks]
+        k = ks[pick(val_acc)]
+        report = grid_report([{"k": k} for k in ks], val_acc)
 
     def accuracy(preds: dict[int, Tensor], labels: Tensor) -> float:
         return float((preds[k] == labels).double().mean())
 
-    return SweepResult(
+    return ProbeResult(
         train_accuracy=accuracy(
             knn_predict(x_train, y_train, x_train, ks=(k,), leave_one_out=True, **options),
             y_train,
         ),
         test_accuracy=accuracy(knn_predict(x_train, y_train, x_test, ks=(k,), **options), y_test),
         hparams={"k": k},
-        val_accuracy=val_acc[best],
-        grid=[{"k": kk, "val_accuracy": acc} for kk, acc in zip(ks, val_acc, strict=True)],
+        val_accuracy=max(g["val_accuracy"] for g in report) if report else float("nan"),
+        grid=report,
     )
 
 

@@ -1,6 +1,7 @@
 """The probes of ``jepalab eval probe`` as a registry: each fits on the cached features of a
-labelled training split (:class:`~jepalab.eval.features.CachedFeatures`) and reports its
-accuracy on the test split. A new probe is one function registered here with what it reads:
+labelled training split (:class:`~jepalab.eval.features.CachedFeatures`) under the shared
+protocol (:mod:`jepalab.eval.protocol`) and reports its accuracy on the test split. A new
+probe is one function registered here with what it reads:
 
 >>> @register_probe("nearest_mean", reads="pooled")
 ... def nearest_mean(train, test, options, device, val_fraction, seed) -> ProbeResult: ...
@@ -17,11 +18,11 @@ from typing import Any, Literal
 
 import torch
 
-from jepalab.eval.attentive_probe import fit_attentive_sweep
+from jepalab.eval.attentive_probe import fit_attentive_probe
 from jepalab.eval.features import CachedFeatures
 from jepalab.eval.knn import fit_knn_probe
-from jepalab.eval.linear_probe import ProbeResult, fit_linear_probe
-from jepalab.eval.linear_sweep import fit_linear_sweep
+from jepalab.eval.linear_probe import fit_linear_probe
+from jepalab.eval.protocol import ProbeResult
 from jepalab.registry import Registry
 
 Fit = Callable[[CachedFeatures, CachedFeatures, Any, torch.device, float, int], ProbeResult]
@@ -52,15 +53,13 @@ def register_probe(name: str, reads: Literal["pooled", "tokens"]) -> Callable[[F
 
 
 @register_probe("linear", reads="pooled")
-def linear_sweep_probe(train, test, options, device, val_fraction, seed) -> ProbeResult:
-    """A lr x weight-decay grid of linear heads trained together (AdamW, cosine)."""
-    return fit_linear_sweep(
+def linear_probe(train, test, options, device, val_fraction, seed) -> ProbeResult:
+    """Logistic regression, L2 penalty picked on validation (L-BFGS to convergence)."""
+    return fit_linear_probe(
         (train.pooled, train.labels),
         (test.pooled, test.labels),
-        lr_grid=tuple(options.lr),
-        weight_decay_grid=tuple(options.weight_decay),
-        epochs=options.epochs,
-        batch_size=options.batch_size,
+        l2_grid=tuple(options.l2),
+        max_iter=options.max_iter,
         device=device,
         val_fraction=val_fraction,
         seed=seed,
@@ -84,7 +83,7 @@ def knn_probe(train, test, options, device, val_fraction, seed) -> ProbeResult:
 @register_probe("attentive", reads="tokens")
 def attentive_probe(train, test, options, device, val_fraction, seed) -> ProbeResult:
     """V-JEPA's attentive probe (cross-attention pooling), a lr x weight-decay grid."""
-    return fit_attentive_sweep(
+    return fit_attentive_probe(
         (train.tokens, train.labels),
         (test.tokens, test.labels),
         num_heads=options.heads,
@@ -94,18 +93,6 @@ def attentive_probe(train, test, options, device, val_fraction, seed) -> ProbeRe
         lr_grid=tuple(options.lr),
         weight_decay_grid=tuple(options.weight_decay),
         device=device,
-        val_fraction=val_fraction,
-        seed=seed,
-    )
-
-
-@register_probe("lbfgs", reads="pooled")
-def lbfgs_probe(train, test, options, device, val_fraction, seed) -> ProbeResult:
-    """The probe ``jepalab train`` prints: float64 L-BFGS logistic regression, refitted on
-    the whole training split."""
-    return fit_linear_probe(
-        (train.pooled.numpy(), train.labels.numpy()),
-        (test.pooled.numpy(), test.labels.numpy()),
         val_fraction=val_fraction,
         seed=seed,
     )
