@@ -37,6 +37,7 @@ from torch.utils.data import Dataset, Subset
 
 from jepalab.checkpoint import resolve_checkpoint
 from jepalab.cli.args import UsageError, check_output, describe_schema, parse_overrides
+from jepalab.config import EvalConfig
 from jepalab.data.build import build_dataset, unset_probe_keys
 from jepalab.device import resolve_device
 from jepalab.eval.features import CachedFeatures, extract_features
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 PROG = "jepalab eval probe"
 ENCODERS = ("target", "context")  # target: the EMA encoder (I-JEPA / V-JEPA evaluate it)
 POOLINGS = ("mean", "max")
+TRAIN_EVAL = EvalConfig()  # jepalab train's after-training probe settings, the defaults here
 
 
 @dataclass
@@ -72,12 +74,14 @@ class KnnArgs:
 class AttentiveArgs:
     """V-JEPA's attentive probe; the defaults are ``jepalab train``'s (``eval.attentive_*``)."""
 
-    lr: list[float] = field(default_factory=lambda: [1e-3, 3e-4])
-    weight_decay: list[float] = field(default_factory=lambda: [0.01, 0.1])
-    epochs: int = 20
-    batch_size: int = 128
-    heads: int = 4
-    depth: int = 1  # 1: one cross-attention block (V-JEPA); 4: V-JEPA 2's probe
+    lr: list[float] = field(default_factory=lambda: list(TRAIN_EVAL.attentive_lr))
+    weight_decay: list[float] = field(
+        default_factory=lambda: list(TRAIN_EVAL.attentive_weight_decay)
+    )
+    epochs: int = TRAIN_EVAL.attentive_epochs
+    batch_size: int = TRAIN_EVAL.attentive_batch_size
+    heads: int = TRAIN_EVAL.attentive_heads
+    depth: int = TRAIN_EVAL.attentive_depth  # 1: one cross-attention block (V-JEPA); 4: V-JEPA 2
 
 
 @dataclass

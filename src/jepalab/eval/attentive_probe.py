@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from jepalab.config import EvalConfig
 from jepalab.eval.protocol import (
     Features,
     ProbeResult,
@@ -37,6 +38,7 @@ from jepalab.models.layers.block import Mlp
 from jepalab.train.optim import build_adamw
 from jepalab.train.schedules import warmup_cosine
 
+DEFAULTS = EvalConfig()  # the probe's defaults are written once: eval.attentive_* of the config
 NORM_EPS = 1e-5  # nn.LayerNorm's default, used by the official probes
 
 
@@ -246,12 +248,12 @@ def fit_attentive_probe(
     train: Features,
     test: Features,
     *,
-    num_heads: int = 4,
-    depth: int = 1,
-    epochs: int = 20,
-    batch_size: int = 128,
-    lr_grid: tuple[float, ...] = (1e-3, 3e-4),
-    weight_decay_grid: tuple[float, ...] = (0.01, 0.1),
+    num_heads: int = DEFAULTS.attentive_heads,
+    depth: int = DEFAULTS.attentive_depth,
+    epochs: int = DEFAULTS.attentive_epochs,
+    batch_size: int = DEFAULTS.attentive_batch_size,
+    lr_grid: tuple[float, ...] = tuple(DEFAULTS.attentive_lr),
+    weight_decay_grid: tuple[float, ...] = tuple(DEFAULTS.attentive_weight_decay),
     val_fraction: float = 0.2,
     seed: int = 0,
     device: torch.device | str = "cpu",
@@ -264,7 +266,8 @@ def fit_attentive_probe(
     tokens standardised per channel with that part's statistics; the pair with the best
     validation accuracy is trained again on the whole training split (standardised with its
     statistics) and evaluated on ``test``. A one-pair grid is trained once, on the whole
-    training split. Deterministic given ``seed`` (fp32).
+    training split. The defaults are ``jepalab train``'s (``eval.attentive_*``).
+    Deterministic given ``seed`` (fp32).
     """
     grid = [(lr, wd) for lr in lr_grid for wd in weight_decay_grid]
     if not grid:
