@@ -116,6 +116,28 @@ def test_push_t_weak_policy_and_replay():
     assert info["success"]
 
 
+def test_the_expert_collects_with_the_noise_of_their_tworoom_data():
+    """`policy=expert` is their ExpertPolicy with the settings of their tworoom collection
+    script (`scripts/data/collect_tworooms.py`, 0.1.1: action_noise=2.0,
+    action_repeat_prob=0.05), not the noiseless expert: on noiseless data the agent reaches
+    the target and idles, and 33 of the protocol's 50 tasks are solved by doing nothing."""
+    from stable_worldmodel.envs.two_room import ExpertPolicy
+
+    from jepalab.envs.gym_collect import make_policy, rollout
+
+    def theirs(**settings):
+        env = GymnasiumEnv(TWO_ROOM)
+        policy = ExpertPolicy(seed=5, **settings)
+        policy.set_env(env.env)
+        act = lambda info: np.asarray(policy.get_action(info), dtype=np.float32).reshape(2)  # noqa: E731
+        return rollout(env, act, length=40, seed=5).actions
+
+    env = GymnasiumEnv(TWO_ROOM)
+    ours = rollout(env, make_policy("expert", env, seed=5), length=40, seed=5).actions
+    np.testing.assert_array_equal(ours, theirs(action_noise=2.0, action_repeat_prob=0.05))
+    assert not np.allclose(ours, theirs())  # the noiseless expert
+
+
 def test_bad_input_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(EnvError, match="unknown environment 'swm/Nope-v1'.*registered: swm/"):
         GymnasiumEnv("swm/Nope-v1")
