@@ -222,6 +222,26 @@ def test_the_surprise_of_a_dense_run_is_its_last_levels_error(dense_cfg):
     assert torch.allclose(surprise, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_jepalab_eval_surprise_scores_a_dense_run_it_trained(dense_cfg, tmp_path):
+    """The command on the checkpoint the Trainer wrote (the crash of 2026-12-04 was on such
+    runs): it loads the dense run, scores the trained and untrained models, and the trained
+    model's clip scores are finite."""
+    import json
+
+    from jepalab.cli import main as cli_main
+
+    dense_cfg.trainer.max_steps = dense_cfg.trainer.ckpt_every = 2
+    build_trainer(dense_cfg, build_experiment(dense_cfg)).fit()
+    out = tmp_path / "surprise.json"
+    args = ["pairs=1", "events=[vanish,teleport]", "clip_frames=8", "progress=false"]
+    assert cli_main(["eval", "surprise", f"ckpt={dense_cfg.run_dir}", f"out={out}", *args]) == 0
+    report = json.loads(out.read_text())
+    trained = report["metrics"]["trained (step 2)"]["max"]["all"]
+    assert trained["pairs"] == 4 and 0.0 <= trained["pairwise_accuracy"] <= 1.0
+    curves = np.asarray(report["curves"]["trained (step 2)"]["possible"])
+    assert curves.size and np.isfinite(curves).all()
+
+
 def test_bad_combinations_are_refused(dense_cfg):
     dense_cfg.method.target_layers = 2
     with pytest.raises(ValueError, match="target_layers and method.dense_levels"):

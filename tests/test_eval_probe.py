@@ -323,6 +323,20 @@ def test_a_checkpoint_with_foreign_weights_is_a_usage_error(image_run, tmp_path,
     assert "do not match" in err and "predictor.mask_tokens" in err
 
 
+def test_a_checkpoint_without_a_run_configuration_is_one_line(image_run, tmp_path, capsys):
+    """A Trainer built in Python without run_config records its models only: the run loads
+    back in Python, but the commands that need its data say so in one line."""
+    state = load_newest(image_run / "checkpoints")[1]
+    del state["config"]
+    torch.save(state, tmp_path / "step_00000003.pt")
+    assert load_run(tmp_path / "step_00000003.pt").cfg is None
+    assert eval_probe(f"ckpt={tmp_path / 'step_00000003.pt'}") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no run configuration" in err
+    assert cli_main(["eval", "surprise", f"ckpt={tmp_path / 'step_00000003.pt'}"]) == 2
+    assert "no run configuration" in capsys.readouterr().err
+
+
 def test_a_registered_probe_runs_from_the_command(image_run, tmp_path):
     """Adding a probe is one registered function: `jepalab eval probe probes=[NAME]` fits it
     on the same cached features, and the report says what it read."""

@@ -40,6 +40,13 @@ class LoadedRun:
     file: Path
 
 
+NO_CONFIG = (
+    "records its models but no run configuration (a Trainer built in Python without "
+    "run_config=); the command needs the run's data and encoder settings: train with "
+    "`jepalab train` or `build_trainer(cfg, experiment)`"
+)
+
+
 def load_run(path: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
     """Rebuild the masked-JEPA method of a run directory (newest checkpoint) or checkpoint
     file, with its trained weights, for evaluation (probes, surprise).

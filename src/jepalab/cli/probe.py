@@ -46,7 +46,7 @@ from jepalab.eval.linear_probe import L2_GRID, MAX_ITER
 from jepalab.eval.probes import PROBES
 from jepalab.eval.protocol import ProbeResult, format_hparams
 from jepalab.models.build import build_encoder
-from jepalab.runs import LoadedRun, load_run
+from jepalab.runs import NO_CONFIG, LoadedRun, load_run
 
 log = logging.getLogger(__name__)
 
@@ -301,6 +301,8 @@ def probe_run(args: ProbeArgs, out: Path | None = None) -> dict[str, Any]:
             f"{PROG}: ckpt={args.ckpt}: its weights do not match the modules its config builds "
             f"(a checkpoint of an older jepalab?): {' '.join(str(exc).split())}"
         ) from None
+    if run.cfg is None:
+        raise UsageError(f"{PROG}: ckpt={args.ckpt}: {run.file} {NO_CONFIG}")
     splits = probe_splits(run.cfg, args)
     results, shapes = {}, {}
     for name, (encoder, raw_pixels) in feature_sources(run, args, device).items():

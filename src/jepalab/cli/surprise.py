@@ -39,7 +39,7 @@ from jepalab.eval.surprise import (
 )
 from jepalab.methods import IJEPA
 from jepalab.methods.build import build_initial_method
-from jepalab.runs import load_run
+from jepalab.runs import NO_CONFIG, load_run
 
 PROG = "jepalab eval surprise"
 
@@ -88,6 +88,8 @@ def main(args: list[str]) -> int:
         check_output(opts.write_benchmark, "write_benchmark=FILE")
     device = _device(opts.device)
     run = load_run(opts.ckpt, device)
+    if run.cfg is None:
+        raise UsageError(f"{PROG}: {run.file} {NO_CONFIG}")
     encoder = run.method.context_encoder
     if getattr(encoder, "num_frames", 1) < 2:
         raise UsageError(f"{PROG}: {run.file} is an image run; surprise needs a video (V-JEPA) run")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jepalab.config import Config
+from jepalab.config import Config, to_plain
 from jepalab.methods.build import Experiment
 from jepalab.train.trainer import Trainer
 
@@ -15,7 +15,9 @@ def run_dir_of(cfg: Config) -> Path:
 
 
 def build_trainer(cfg: Config, exp: Experiment, run_config: dict | None = None) -> Trainer:
-    """The Trainer for an experiment, writing to :func:`run_dir_of` ``(cfg)``."""
+    """The Trainer for an experiment, writing to :func:`run_dir_of` ``(cfg)``. Its
+    checkpoints record ``run_config`` (default: ``cfg`` itself, resolved), so that
+    ``load_run`` and the ``jepalab eval`` commands can rebuild the run and its data."""
     return Trainer(
         exp.method,
         exp.dataset,
@@ -25,7 +27,7 @@ def build_trainer(cfg: Config, exp: Experiment, run_config: dict | None = None) 
         cfg.optim,
         run_dir_of(cfg),
         cfg.data.num_workers,
-        run_config,
+        run_config if run_config is not None else to_plain(cfg),
     )
 
 
