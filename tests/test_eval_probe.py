@@ -331,8 +331,8 @@ def test_a_checkpoint_without_a_run_configuration_is_one_line(image_run, tmp_pat
     torch.save(state, tmp_path / "step_00000003.pt")
     assert load_run(tmp_path / "step_00000003.pt").cfg is None
     assert eval_probe(f"ckpt={tmp_path / 'step_00000003.pt'}") == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "no run configuration" in err
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if "no run configuration" in x]
+    assert line.startswith("jepalab eval probe: error: ckpt=")  # the whole error, one line
     assert cli_main(["eval", "surprise", f"ckpt={tmp_path / 'step_00000003.pt'}"]) == 2
     assert "no run configuration" in capsys.readouterr().err
 
