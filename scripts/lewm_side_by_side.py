@@ -17,9 +17,14 @@ iterations, horizon 5, receding 5, action block 5), on the tasks of
     python $S train data=$D out=runs/lewm_tworoom minutes=10
     python $S plan ckpt=runs/lewm_tworoom env=$E data=$D every=10
     python $S time ckpt=runs/lewm_tworoom ours=runs/swm_tworoom_wm env=$E data=$D
+    python $S rank ckpt=runs/lewm_tworoom ours=runs/swm_tworoom_wm data=$D
 
 ``time`` measures seconds per solve of both models in one process, alternating solve by solve
-on the same start and goal frames. Each command prints JSON.
+on the same start and goal frames. ``rank`` asks whether a model's cost tells actions apart:
+on the first ``solves`` tasks, where the dataset's own actions lead from the start frame to
+the goal frame, it ranks those actions among themselves, zero actions and ``samples - 2``
+uniform random ones by each model's cost (0: the lowest cost; ~``samples / 2``: no
+preference). Each command prints JSON.
 
 Deviations from their script, forced by the CPU: fp32 instead of bf16; a plain loop instead
 of Lightning (same optimiser, clipping and loss); 64-px frames with 16-px patches (the same
@@ -114,7 +119,8 @@ class Args:
     threads: int = 1
     episodes: int = 50  # plan: the protocol's tasks ...
     every: int = 1  # ... of which every N-th is run
-    solves: int = 10  # time: solves per model
+    solves: int = 10  # time: solves per model; rank: tasks
+    samples: int = 301  # rank: candidates per task (the dataset's actions, zero, random)
 
 
 def _their_modules() -> Any:
@@ -360,7 +366,45 @@ def time_solves(args: Args) -> dict[str, Any]:
     }
 
 
-COMMANDS = {"train": train, "plan": plan, "time": time_solves}
+@torch.no_grad()
+def rank_actions(args: Args) -> dict[str, Any]:
+    """Rank of the dataset's own actions among ``samples`` candidates under each model's cost
+    (module docstring), per task; the same random candidates for both models."""
+    from jepalab.planning.protocol import GOAL_OFFSET, dataset_tasks
+    from jepalab.planning.world_model import LatentWorldModel
+    from jepalab.runs import load_action_model
+
+    models: dict[str, Any] = {"lewm": LeWMEnergy(args.ckpt)}
+    if args.ours:
+        method, run_config = load_action_model(args.ours)
+        params = run_config.get("data", {}).get("params", {})
+        models["jepalab"] = LatentWorldModel(
+            method, params.get("mean", 0.0), params.get("std", 1.0), "min"
+        )
+    if GOAL_OFFSET % FRAMESKIP:
+        raise ConfigError(f"the goal offset {GOAL_OFFSET} is not whole action blocks")
+    blocks = GOAL_OFFSET // FRAMESKIP
+    ranks: dict[str, list[int]] = {name: [] for name in models}
+    gen = torch.Generator().manual_seed(args.seed)
+    for task in dataset_tasks(args.data, goal_offset=GOAL_OFFSET)[: args.solves]:
+        episode = read_episode(args.data, task.episode)
+        own = torch.from_numpy(episode.actions[task.start : task.goal]).float()
+        own = own.reshape(1, blocks, FRAMESKIP * own.shape[1])
+        random = torch.rand(args.samples - 2, *own.shape[1:], generator=gen) * 2 - 1
+        candidates = torch.cat([own, torch.zeros_like(own), random])
+        for name, model in models.items():
+            cost = model.make_energy(episode.frames[task.start], episode.frames[task.goal])(
+                candidates
+            )
+            ranks[name].append(int((cost < cost[0]).sum()))
+    return {
+        "ranks": ranks,
+        "median_rank": {name: float(np.median(r)) for name, r in ranks.items()},
+        "candidates": args.samples,
+    }
+
+
+COMMANDS = {"train": train, "plan": plan, "time": time_solves, "rank": rank_actions}
 
 
 def main(argv: list[str]) -> int:
