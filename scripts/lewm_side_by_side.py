@@ -331,15 +331,22 @@ def plan(args: Args) -> dict[str, Any]:
     return {k: record[k] for k in keys} | {"episodes": len(tasks)}
 
 
-def time_solves(args: Args) -> dict[str, Any]:
-    """Seconds per solve of LeWM and of our run, alternating on the same frames."""
-    from jepalab.planning.protocol import GOAL_OFFSET, dataset_tasks
+def our_world_model(run: str) -> Any:
+    """Our run's planning energy, as ``jepalab plan`` builds it (the run's frame statistics,
+    the minimum over the horizon)."""
     from jepalab.planning.world_model import LatentWorldModel
     from jepalab.runs import load_action_model
 
-    method, run_config = load_action_model(args.ours)
+    method, run_config = load_action_model(run)
     params = run_config.get("data", {}).get("params", {})
-    ours = LatentWorldModel(method, params.get("mean", 0.0), params.get("std", 1.0), "min")
+    return LatentWorldModel(method, params.get("mean", 0.0), params.get("std", 1.0), "min")
+
+
+def time_solves(args: Args) -> dict[str, Any]:
+    """Seconds per solve of LeWM and of our run, alternating on the same frames."""
+    from jepalab.planning.protocol import GOAL_OFFSET, dataset_tasks
+
+    ours = our_world_model(args.ours)
     lewm = LeWMEnergy(args.ckpt)
     action_dim = int(read_meta(args.data)["action_dim"])
     planners = {
@@ -360,7 +367,7 @@ def time_solves(args: Args) -> dict[str, Any]:
         "solves": len(seconds["lewm"]),
         "threads": torch.get_num_threads(),
         "params": {
-            "jepalab": sum(p.numel() for p in method.parameters()),
+            "jepalab": sum(p.numel() for p in ours.method.parameters()),
             "lewm": sum(p.numel() for p in lewm.model.parameters()),
         },
     }
@@ -371,16 +378,10 @@ def rank_actions(args: Args) -> dict[str, Any]:
     """Rank of the dataset's own actions among ``samples`` candidates under each model's cost
     (module docstring), per task; the same random candidates for both models."""
     from jepalab.planning.protocol import GOAL_OFFSET, dataset_tasks
-    from jepalab.planning.world_model import LatentWorldModel
-    from jepalab.runs import load_action_model
 
     models: dict[str, Any] = {"lewm": LeWMEnergy(args.ckpt)}
     if args.ours:
-        method, run_config = load_action_model(args.ours)
-        params = run_config.get("data", {}).get("params", {})
-        models["jepalab"] = LatentWorldModel(
-            method, params.get("mean", 0.0), params.get("std", 1.0), "min"
-        )
+        models["jepalab"] = our_world_model(args.ours)
     if GOAL_OFFSET % FRAMESKIP:
         raise ConfigError(f"the goal offset {GOAL_OFFSET} is not whole action blocks")
     blocks = GOAL_OFFSET // FRAMESKIP

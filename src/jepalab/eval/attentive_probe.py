@@ -27,10 +27,8 @@ from jepalab.eval.protocol import (
     Features,
     ProbeResult,
     checked_split,
-    grid_report,
-    pick,
+    select_on_validation,
     standardise,
-    validation_split,
 )
 from jepalab.kernels.attention import attention
 from jepalab.models.layers import Block, init_transformer_weights
@@ -276,26 +274,28 @@ def fit_attentive_probe(
     x_test, y_test = (t.to(device) for t in checked_split(test, "test", tokens=True))
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     options = dict(num_heads=num_heads, depth=depth, epochs=epochs, batch_size=batch_size)
-    best, report = grid[0], []
-    if len(grid) > 1:
-        fit, val = (i.to(device) for i in validation_split(len(y_train), val_fraction, seed))
+
+    def score(fit: Tensor, val: Tensor) -> list[float]:
+        fit, val = fit.to(device), val.to(device)
         x_fit, x_val = standardise(x_train[fit], x_train[val])
         probes = train_attentive_classifiers(
             x_fit, y_train[fit], num_classes, grid, seed=seed, **options
         )
-        val_acc = [_accuracy(p, x_val, y_train[val], batch_size) for p in probes]
-        best = grid[pick(val_acc)]
-        report = grid_report([{"lr": lr, "weight_decay": wd} for lr, wd in grid], val_acc)
-        del probes
+        return [_accuracy(p, x_val, y_train[val], batch_size) for p in probes]
+
+    points = [{"lr": lr, "weight_decay": wd} for lr, wd in grid]
+    best, report, val_accuracy = select_on_validation(
+        points, len(y_train), val_fraction, seed, score
+    )
     xs_train, xs_test = standardise(x_train, x_test)
     (model,) = train_attentive_classifiers(
-        xs_train, y_train, num_classes, [best], seed=seed, **options
+        xs_train, y_train, num_classes, [(best["lr"], best["weight_decay"])], seed=seed, **options
     )
     return ProbeResult(
         train_accuracy=_accuracy(model, xs_train, y_train, batch_size),
         test_accuracy=_accuracy(model, xs_test, y_test, batch_size),
-        hparams={"lr": best[0], "weight_decay": best[1]},
-        val_accuracy=max(g["val_accuracy"] for g in report) if report else float("nan"),
+        hparams=best,
+        val_accuracy=val_accuracy,
         grid=report,
     )
 

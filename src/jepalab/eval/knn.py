@@ -19,9 +19,7 @@ from jepalab.eval.protocol import (
     Features,
     ProbeResult,
     checked_split,
-    grid_report,
-    pick,
-    validation_split,
+    select_on_validation,
 )
 
 KNN_KS = (10, 20, 50)
@@ -92,13 +90,16 @@ def fit_knn_probe(
     x_test, y_test = (t.to(device) for t in checked_split(test, "test"))
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     options = dict(num_classes=num_classes, temperature=temperature)
-    k, report = ks[0], []
-    if len(ks) > 1:
-        fit, val = (i.to(device) for i in validation_split(len(y_train), val_fraction, seed))
-        val_preds = knn_predict(x_train[fit], y_train[fit], x_train[val], ks=ks, **options)
-        val_acc = [float((val_preds[k] == y_train[val]).double().mean()) for k in ks]
-        k = ks[pick(val_acc)]
-        report = grid_report([{"k": k} for k in ks], val_acc)
+
+    def score(fit: Tensor, val: Tensor) -> list[float]:
+        fit, val = fit.to(device), val.to(device)
+        preds = knn_predict(x_train[fit], y_train[fit], x_train[val], ks=ks, **options)
+        return [float((preds[k] == y_train[val]).double().mean()) for k in ks]
+
+    best, report, val_accuracy = select_on_validation(
+        [{"k": k} for k in ks], len(y_train), val_fraction, seed, score
+    )
+    k = int(best["k"])
 
     def accuracy(preds: dict[int, Tensor], labels: Tensor) -> float:
         return float((preds[k] == labels).double().mean())
@@ -110,7 +111,7 @@ def fit_knn_probe(
         ),
         test_accuracy=accuracy(knn_predict(x_train, y_train, x_test, ks=(k,), **options), y_test),
         hparams={"k": k},
-        val_accuracy=max(g["val_accuracy"] for g in report) if report else float("nan"),
+        val_accuracy=val_accuracy,
         grid=report,
     )
 

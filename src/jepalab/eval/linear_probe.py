@@ -21,10 +21,8 @@ from jepalab.eval.protocol import (
     Features,
     ProbeResult,
     checked_split,
-    grid_report,
-    pick,
+    select_on_validation,
     standardise,
-    validation_split,
 )
 
 L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2)  # penalties on sum(W^2), picked on validation
@@ -83,11 +81,11 @@ def fit_linear_probe(
     x_train, y_train = (t.to(device) for t in checked_split(train, "train", dtype=torch.float64))
     x_test, y_test = (t.to(device) for t in checked_split(test, "test", dtype=torch.float64))
     num_classes = int(max(y_train.max(), y_test.max())) + 1
-    best, grid = l2_grid[0], []
-    if len(l2_grid) > 1:
-        fit, val = (i.to(device) for i in validation_split(len(y_train), val_fraction, seed))
+
+    def score(fit: Tensor, val: Tensor) -> list[float]:
+        fit, val = fit.to(device), val.to(device)
         x_fit, x_val = standardise(x_train[fit], x_train[val])
-        val_acc = [
+        return [
             _accuracy(
                 x_val,
                 y_train[val],
@@ -95,15 +93,16 @@ def fit_linear_probe(
             )
             for l2 in l2_grid
         ]
-        best = l2_grid[pick(val_acc)]
-        grid = grid_report([{"l2": l2} for l2 in l2_grid], val_acc)
+
+    points = [{"l2": l2} for l2 in l2_grid]
+    best, grid, val_accuracy = select_on_validation(points, len(y_train), val_fraction, seed, score)
     xs_train, xs_test = standardise(x_train, x_test)
-    wb = train_logistic_regression(xs_train, y_train, num_classes, best, max_iter)
+    wb = train_logistic_regression(xs_train, y_train, num_classes, best["l2"], max_iter)
     return ProbeResult(
         train_accuracy=_accuracy(xs_train, y_train, wb),
         test_accuracy=_accuracy(xs_test, y_test, wb),
-        hparams={"l2": best},
-        val_accuracy=max(g["val_accuracy"] for g in grid) if grid else float("nan"),
+        hparams=best,
+        val_accuracy=val_accuracy,
         grid=grid,
     )
 

@@ -14,6 +14,7 @@ commands (``jepalab train``'s after-training probe, ``jepalab eval probe``) foll
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -81,14 +82,24 @@ def standardise(train: Tensor, *others: Tensor) -> list[Tensor]:
     return [(x - mean) / std for x in (train, *others)]
 
 
-def pick(val_accuracies: list[float]) -> int:
-    """The index of the best validation accuracy, the first one on ties."""
-    return max(range(len(val_accuracies)), key=val_accuracies.__getitem__)
-
-
-def grid_report(points: list[dict[str, float]], val_accuracies: list[float]) -> list[dict]:
-    """``points`` (hyper-parameters) with their validation accuracy: a ``ProbeResult.grid``."""
-    return [p | {"val_accuracy": a} for p, a in zip(points, val_accuracies, strict=True)]
+def select_on_validation(
+    points: list[dict[str, float]],
+    n: int,
+    val_fraction: float,
+    seed: int,
+    score: Callable[[Tensor, Tensor], list[float]],
+) -> tuple[dict[str, float], list[dict[str, float]], float]:
+    """The protocol's selection step: ``score(fit, val)`` gives the validation accuracy of
+    every grid point fitted on the ``fit`` indices; the best point (the first on ties), the
+    grid report for :attr:`ProbeResult.grid` and the best validation accuracy. A one-point
+    grid is taken as it is: ``(points[0], [], nan)``, and ``score`` is not called."""
+    if len(points) == 1:
+        return points[0], [], float("nan")
+    fit, val = validation_split(n, val_fraction, seed)
+    accuracies = score(fit, val)
+    best = max(range(len(points)), key=accuracies.__getitem__)
+    report = [p | {"val_accuracy": a} for p, a in zip(points, accuracies, strict=True)]
+    return points[best], report, accuracies[best]
 
 
 _HPARAM_ABBREVIATIONS = {"weight_decay": "wd"}
@@ -121,8 +132,7 @@ __all__ = [
     "checked_split",
     "format_hparams",
     "format_table",
-    "grid_report",
-    "pick",
+    "select_on_validation",
     "standardise",
     "validation_split",
 ]
