@@ -323,17 +323,21 @@ def test_a_checkpoint_with_foreign_weights_is_a_usage_error(image_run, tmp_path,
     assert "do not match" in err and "predictor.mask_tokens" in err
 
 
-def test_a_checkpoint_without_a_run_configuration_is_one_line(image_run, tmp_path, capsys):
+def test_a_checkpoint_without_a_run_configuration_is_one_line(tmp_path, capsys):
     """A Trainer built in Python without run_config records its models only: the run loads
     back in Python, but the commands that need its data say so in one line."""
-    state = load_newest(image_run / "checkpoints")[1]
-    del state["config"]
-    torch.save(state, tmp_path / "step_00000003.pt")
-    assert load_run(tmp_path / "step_00000003.pt").cfg is None
-    assert eval_probe(f"ckpt={tmp_path / 'step_00000003.pt'}") == 2
+    from jepalab.train import Trainer
+
+    cfg = compose_config([*TINY_OVERRIDES, f"run_dir={tmp_path / 'bare'}"])
+    cfg.trainer.max_steps = cfg.trainer.ckpt_every = 1
+    exp = build_experiment(cfg)
+    args = (exp.method, exp.dataset, exp.collate_fn, cfg.data.batch_size, cfg.trainer, cfg.optim)
+    Trainer(*args, tmp_path / "bare", cfg.data.num_workers).fit()  # no run_config
+    assert load_run(tmp_path / "bare").cfg is None
+    assert eval_probe(f"ckpt={tmp_path / 'bare'}") == 2
     (line,) = [x for x in capsys.readouterr().err.splitlines() if "no run configuration" in x]
     assert line.startswith("jepalab eval probe: error: ckpt=")  # the whole error, one line
-    assert cli_main(["eval", "surprise", f"ckpt={tmp_path / 'step_00000003.pt'}"]) == 2
+    assert cli_main(["eval", "surprise", f"ckpt={tmp_path / 'bare'}"]) == 2
     assert "no run configuration" in capsys.readouterr().err
 
 
